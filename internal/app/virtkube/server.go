@@ -1,0 +1,153 @@
+package virtkube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/virtkube/virtkube/internal/bootstrap"
+	"github.com/virtkube/virtkube/internal/controlplane"
+	"github.com/virtkube/virtkube/internal/noderuntime"
+)
+
+// ServerOptions are the flags of `virtkube server`.
+type ServerOptions struct {
+	DataDir     string
+	BindAddress string
+	APIPort     int
+	NodeName    string
+	ServiceCIDR string
+	ClusterCIDR string
+	PodCIDR     string
+}
+
+// NewServerOptions returns the defaults.
+func NewServerOptions() *ServerOptions {
+	return &ServerOptions{
+		DataDir:     "/var/lib/virtkube",
+		BindAddress: "127.0.0.1",
+		APIPort:     6443,
+		NodeName:    noderuntime.DefaultName(),
+		ServiceCIDR: "10.96.0.0/16",
+		ClusterCIDR: "10.244.0.0/16",
+		PodCIDR:     "10.244.0.0/24",
+	}
+}
+
+// Validate reports the first bad flag, by name.
+func (o *ServerOptions) Validate() error {
+	if net.ParseIP(o.BindAddress) == nil {
+		return fmt.Errorf("--bind-address %q: must be an IP address", o.BindAddress)
+	}
+	if err := noderuntime.ValidateName(o.NodeName); err != nil {
+		return err
+	}
+	_, cluster, err := net.ParseCIDR(o.ClusterCIDR)
+	if err != nil {
+		return fmt.Errorf("--cluster-cidr %q: %w", o.ClusterCIDR, err)
+	}
+	podIP, _, err := net.ParseCIDR(o.PodCIDR)
+	if err != nil {
+		return fmt.Errorf("--pod-cidr %q: %w", o.PodCIDR, err)
+	}
+	if !cluster.Contains(podIP) {
+		return fmt.Errorf("--pod-cidr %s: must lie inside --cluster-cidr %s", o.PodCIDR, o.ClusterCIDR)
+	}
+	return o.controlPlaneConfig().Validate()
+}
+
+func (o *ServerOptions) controlPlaneConfig() controlplane.Config {
+	return controlplane.Config{
+		DataDir:     o.DataDir,
+		BindAddress: net.ParseIP(o.BindAddress),
+		APIPort:     o.APIPort,
+		ServiceCIDR: o.ServiceCIDR,
+		ClusterCIDR: o.ClusterCIDR,
+	}
+}
+
+func newServerCommand() *cobra.Command {
+	o := NewServerOptions()
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a single-machine Kubernetes control plane with virtkube on it",
+		Long: `server runs, in this one process, etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler (upstream Kubernetes), registers this machine as a Node and
+serves KubeVirt's API (kubevirt.io). Its state lives in --data-dir; starting it
+again on the same directory keeps every object.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return RunServer(ctx, o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory for etcd data, certificates and kubeconfigs")
+	f.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "address kube-apiserver listens on")
+	f.IntVar(&o.APIPort, "api-port", o.APIPort, "port kube-apiserver listens on")
+	f.StringVar(&o.NodeName, "node-name", o.NodeName, "name of this machine's Node")
+	f.StringVar(&o.ServiceCIDR, "service-cidr", o.ServiceCIDR, "range Service ClusterIPs are allocated from")
+	f.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "range all pod addresses come from")
+	f.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "this node's pod address range, inside --cluster-cidr")
+	return cmd
+}
+
+// RunServer runs the server until ctx is done.
+func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
+	log := klog.FromContext(ctx)
+	begin := time.Now()
+	cp, err := controlplane.New(o.controlPlaneConfig())
+	if err != nil {
+		return err
+	}
+	if err := cp.Start(ctx); err != nil {
+		return err
+	}
+	defer cp.Stop()
+
+	cfg := cp.RESTConfig()
+	if err := bootstrap.CRDs(ctx, cfg); err != nil {
+		return fmt.Errorf("install CRDs: %w", err)
+	}
+	if err := bootstrap.KubeVirt(ctx, cfg); err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	node := &noderuntime.Node{Name: o.NodeName, IP: cp.NodeIP, PodCIDR: o.PodCIDR, DataDir: o.DataDir, Client: client}
+	if err := node.Register(ctx); err != nil {
+		return err
+	}
+	go node.Heartbeat(ctx)
+
+	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)
+	fmt.Fprintf(out, "virtkube is ready (%s).\nkubeconfig: %s\n  export KUBECONFIG=%s\n",
+		time.Since(begin).Round(time.Millisecond), cp.AdminKubeconfig, cp.AdminKubeconfig)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return nil
+	case err := <-cp.Err():
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+}
