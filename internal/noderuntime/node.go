@@ -262,3 +262,26 @@ func (n *Node) renewLease(ctx context.Context) error {
 	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
 	return err
 }
+
+// WaitSchedulable waits until the Node carries no NoSchedule or NoExecute
+// taint of the node lifecycle controller, i.e. pods can land on it.
+func (n *Node) WaitSchedulable(ctx context.Context, timeout time.Duration) error {
+	var taints []corev1.Taint
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		node, err := n.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		taints = taints[:0]
+		for _, t := range node.Spec.Taints {
+			if strings.HasPrefix(t.Key, "node.kubernetes.io/") {
+				taints = append(taints, t)
+			}
+		}
+		return len(taints) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s still tainted %v after %s: %w", n.Name, taints, timeout, err)
+	}
+	return nil
+}

@@ -135,6 +135,11 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		return err
 	}
 	go node.Heartbeat(ctx)
+	// Ready means a pod can be scheduled: wait for the node lifecycle
+	// controller to lift the not-ready taint the apiserver put on the Node.
+	if err := node.WaitSchedulable(ctx, time.Minute); err != nil {
+		return err
+	}
 
 	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)
 	fmt.Fprintf(out, "virtkube is ready (%s).\nkubeconfig: %s\n  export KUBECONFIG=%s\n",

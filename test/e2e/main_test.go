@@ -1,0 +1,51 @@
+// Package e2e drives real `virtkube server` processes the way a user does:
+// kubectl, the Kubernetes API, and (in later suites) real guests.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/virtkube/virtkube/test/framework"
+)
+
+// shared is one server for the tests that do not stop or restart it.
+var shared *framework.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "virtkube-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	shared, err = framework.NewServer(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := shared.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, shared.LogTail(100))
+	}
+	if err := shared.Stop(time.Minute); err != nil {
+		fmt.Fprintln(os.Stderr, "stop shared server:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}

@@ -1,0 +1,288 @@
+// Package framework starts real virtkube servers for tests: a `virtkube
+// server` process on free ports in a temporary data dir, clients for it,
+// polling helpers with deadlines, and its logs when a test fails.
+package framework
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// readyLine is what `virtkube server` prints once everything is up.
+const readyLine = "virtkube is ready"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary returns the virtkube binary under test: $VIRTKUBE_BIN, or one built
+// with `make build` in the module root on first use.
+func Binary() (string, error) {
+	buildOnce.Do(func() {
+		if p := os.Getenv("VIRTKUBE_BIN"); p != "" {
+			binPath = p
+			return
+		}
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		cmd := exec.Command("make", "-s", "build")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("make build: %w\n%s", err, out)
+			return
+		}
+		binPath = filepath.Join(root, "bin", "virtkube")
+	})
+	return binPath, buildErr
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Server is one running `virtkube server`.
+type Server struct {
+	DataDir    string
+	APIPort    int
+	Kubeconfig string
+	Args       []string
+
+	Client     kubernetes.Interface
+	RESTConfig *rest.Config
+
+	// StartupTime is how long the last start took, from exec to the ready line.
+	StartupTime time.Duration
+
+	bin     string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	exitErr error
+	stdout  bytes.Buffer
+	mu      sync.Mutex
+}
+
+// NewServer prepares a server in dataDir; Start runs it.
+func NewServer(dataDir string, extraArgs ...string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		DataDir:    dataDir,
+		APIPort:    port,
+		Kubeconfig: filepath.Join(dataDir, "kubeconfig"),
+		Args:       extraArgs,
+		bin:        bin,
+		logPath:    filepath.Join(dataDir, "virtkube.log"),
+	}, nil
+}
+
+// Start runs the server and returns once it prints its ready line.
+func (s *Server) Start(ctx context.Context) error {
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"server", "--data-dir", s.DataDir, "--api-port", strconv.Itoa(s.APIPort)}, s.Args...)
+	cmd := exec.Command(s.bin, args...)
+	cmd.Stderr = logFile
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logFile.Close()
+		return err
+	}
+	// Own process group, so Stop reaches everything the server started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return err
+	}
+	s.cmd, s.exited = cmd, make(chan struct{})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			s.mu.Lock()
+			s.stdout.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			if !signalled && strings.HasPrefix(sc.Text(), readyLine) {
+				signalled = true
+				close(ready)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	go func() {
+		s.exitErr = cmd.Wait()
+		logFile.Close()
+		close(s.exited)
+	}()
+
+	select {
+	case <-ready:
+		s.StartupTime = time.Since(begin)
+	case <-s.exited:
+		return fmt.Errorf("virtkube server exited before it was ready: %v\n%s", s.exitErr, s.LogTail(40))
+	case <-ctx.Done():
+		s.Kill()
+		return fmt.Errorf("virtkube server not ready: %w\n%s", ctx.Err(), s.LogTail(40))
+	}
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	s.RESTConfig = cfg
+	s.Client, err = kubernetes.NewForConfig(cfg)
+	return err
+}
+
+// Stdout is everything the server printed on standard output so far.
+func (s *Server) Stdout() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stdout.String()
+}
+
+// Stop sends SIGTERM and waits for a clean exit; it returns the process's
+// exit error (nil for status 0). After timeout it kills the process group.
+func (s *Server) Stop(timeout time.Duration) error {
+	if s.cmd == nil {
+		return nil
+	}
+	select {
+	case <-s.exited:
+		return s.exitErr
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+		// Anything the server left behind in its group goes too.
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		return s.exitErr
+	case <-time.After(timeout):
+		s.Kill()
+		return fmt.Errorf("virtkube server did not stop within %s after SIGTERM", timeout)
+	}
+}
+
+// Kill ends the server's whole process group at once, as a crash would.
+func (s *Server) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exited
+}
+
+// Exited reports whether the process has ended.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// LogTail returns the last n lines of the server's log.
+func (s *Server) LogTail(n int) string {
+	body, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(body), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "--- virtkube server log (last lines) ---\n" + strings.Join(lines, "\n")
+}
+
+// Start starts a server in a fresh temporary directory for t and stops it
+// when t ends, printing its log if t failed.
+func Start(t testing.TB, extraArgs ...string) *Server {
+	t.Helper()
+	s, err := NewServer(t.TempDir(), extraArgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Cleanup(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Cleanup stops s when t ends and prints its log if t failed.
+func Cleanup(t testing.TB, s *Server) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(s.LogTail(80))
+		}
+		if err := s.Stop(time.Minute); err != nil {
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Logf("stop server: %v", err)
+			}
+		}
+	})
+}
+
+// Kubectl runs the kubectl built into virtkube against s. It returns stdout,
+// stderr and the error of the run.
+func (s *Server) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (string, string, error) {
+	cmd := exec.CommandContext(ctx, s.bin, append([]string{"kubectl", "--kubeconfig", s.Kubeconfig}, args...)...)
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
