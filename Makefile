@@ -3,13 +3,19 @@
 KUBE_VERSION := v1.37.2
 VERSION      ?= v0.1.0-dev
 GO           ?= go
+GIT_COMMIT     := $(shell git rev-parse HEAD 2>/dev/null)
+GIT_TREE_STATE := $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo clean || echo dirty)
+BUILD_DATE     := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 COMPONENT_BASE := k8s.io/component-base/version
 LDFLAGS := -s -w \
 	-X $(COMPONENT_BASE).gitVersion=$(KUBE_VERSION) \
 	-X $(COMPONENT_BASE).gitMajor=1 \
 	-X $(COMPONENT_BASE).gitMinor=37 \
 	-X $(COMPONENT_BASE).gitTreeState=clean \
-	-X github.com/virtkube/virtkube/internal/version.Version=$(VERSION)
+	-X github.com/virtkube/virtkube/internal/version.Version=$(VERSION) \
+	-X github.com/virtkube/virtkube/internal/version.GitCommit=$(GIT_COMMIT) \
+	-X github.com/virtkube/virtkube/internal/version.GitTreeState=$(GIT_TREE_STATE) \
+	-X github.com/virtkube/virtkube/internal/version.BuildDate=$(BUILD_DATE)
 
 # Names virtkube answers to when called through a link (see cmd/virtkube).
 LINKS := kubectl
@@ -17,7 +23,9 @@ LINKS := kubectl
 .PHONY: build generate test clean
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/virtkube ./cmd/virtkube
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/virtctl ./cmd/virtctl
 	@for l in $(LINKS); do ln -sf virtkube bin/$$l; done
+	@ln -sf virtctl bin/kubectl-virt
 
 generate:
 	$(GO) run ./hack/crdgen -out deploy/crds
