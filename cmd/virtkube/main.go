@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/virtkube/virtkube/internal/app/virtkube"
 )
@@ -17,7 +18,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "kubectl" {
 		os.Exit(virtkube.RunKubectl(os.Args[2:]))
 	}
-	if err := virtkube.NewCommand().Execute(); err != nil {
+	cmd := virtkube.NewCommand()
+	// Called as a component (bin/virt-controller -> virtkube): run it.
+	if slices.Contains(virtkube.Components, filepath.Base(os.Args[0])) {
+		cmd.SetArgs(append([]string{filepath.Base(os.Args[0])}, os.Args[1:]...))
+	}
+	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "virtkube:", err)
 		os.Exit(1)
 	}

@@ -313,3 +313,15 @@ spec:
 		})
 	}
 }
+
+// deploy/crds is what a real cluster applies; it must apply as documented
+// (server-side: the largest CRD is too big for client-side apply's
+// last-applied annotation).
+func TestDeployCRDsApplyServerSide(t *testing.T) {
+	out := kubectl(t, shared, "", "apply", "--server-side", "--dry-run=server", "-f", "../../deploy/crds/")
+	for name := range kubevirtCRDs {
+		if !strings.Contains(out, name) {
+			t.Errorf("kubectl apply --server-side -f deploy/crds/ did not apply %s:\n%s", name, out)
+		}
+	}
+}

@@ -25,7 +25,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	// VIRTKUBE_E2E_KEEP=1 keeps the shared server's data dir and log.
+	if os.Getenv("VIRTKUBE_E2E_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "keeping", dir)
+	}
 	shared, err = framework.NewServer(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

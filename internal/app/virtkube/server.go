@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/virtkube/virtkube/internal/app/virtcontroller"
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/controlplane"
 	"github.com/virtkube/virtkube/internal/noderuntime"
@@ -141,6 +142,13 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		return err
 	}
 
+	components := make(chan error, 1)
+	go func() {
+		if err := virtcontroller.Run(ctx, cfg, virtcontroller.NewOptions()); err != nil && ctx.Err() == nil {
+			components <- fmt.Errorf("virt-controller: %w", err)
+		}
+	}()
+
 	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)
 	fmt.Fprintf(out, "virtkube is ready (%s).\nkubeconfig: %s\n  export KUBECONFIG=%s\n",
 		time.Since(begin).Round(time.Millisecond), cp.AdminKubeconfig, cp.AdminKubeconfig)
@@ -149,6 +157,8 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	case <-ctx.Done():
 		log.Info("shutting down")
 		return nil
+	case err := <-components:
+		return err
 	case err := <-cp.Err():
 		if errors.Is(err, context.Canceled) {
 			return nil

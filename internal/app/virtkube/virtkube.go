@@ -24,7 +24,7 @@ func NewCommand() *cobra.Command {
 	if v := logFlags.Lookup("v"); v != nil {
 		root.PersistentFlags().AddGoFlag(v)
 	}
-	root.AddCommand(newServerCommand(), &cobra.Command{
+	root.AddCommand(newServerCommand(), newVirtControllerCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

@@ -1,0 +1,97 @@
+// Package virtcontroller is virt-controller: the cluster-wide controllers of
+// virtkube. It runs inside `virtkube server`, or alone
+// (`virtkube virt-controller`) as a Deployment on a real cluster.
+package virtcontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/virtkube/virtkube/internal/bootstrap"
+	"github.com/virtkube/virtkube/internal/controller/vmi"
+	"github.com/virtkube/virtkube/internal/version"
+)
+
+// Options configure virt-controller.
+type Options struct {
+	// LauncherImage is the image of launcher pods' compute container.
+	LauncherImage string
+	// Workers is the number of VMIs reconciled in parallel.
+	Workers int
+	// LeaderElect makes replicas on a real cluster take turns.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the lease when LeaderElect is set.
+	LeaderElectionNamespace string
+	// MetricsAddr serves /metrics; "0" disables it.
+	MetricsAddr string
+}
+
+// DefaultLauncherImage is the launcher image of this version. The local node
+// runtime of `virtkube server` runs it from its own binary; a real cluster
+// pulls it.
+func DefaultLauncherImage() string {
+	return "virtkube.local/virt-launcher:" + version.Version
+}
+
+// LauncherCommand starts virt-launcher inside the launcher image.
+var LauncherCommand = []string{"/usr/bin/virt-launcher"}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		LauncherImage:           DefaultLauncherImage(),
+		Workers:                 4,
+		LeaderElectionNamespace: bootstrap.KubeVirtNamespace,
+		MetricsAddr:             "0",
+	}
+}
+
+// Validate names the first bad option.
+func (o *Options) Validate() error {
+	if o.LauncherImage == "" {
+		return errors.New("--launcher-image must be set")
+	}
+	if o.Workers < 1 {
+		return fmt.Errorf("--workers %d: must be at least 1", o.Workers)
+	}
+	return nil
+}
+
+// Run runs the controllers until ctx is done.
+func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	scheme, err := bootstrap.Scheme()
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(klog.NewKlogr())
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  klog.NewKlogr().WithName("virt-controller"),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  "0",
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "virt-controller",
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+	})
+	if err != nil {
+		return fmt.Errorf("virt-controller manager: %w", err)
+	}
+	r := &vmi.Reconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"),
+		Pods:     vmi.PodConfig{LauncherImage: o.LauncherImage, LauncherCommand: LauncherCommand},
+	}
+	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,257 @@
+package vmi
+
+import (
+	"fmt"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+	virtv1 "kubevirt.io/api/core/v1"
+)
+
+// Labels the launcher pod carries besides the VMI's own, as KubeVirt's.
+const (
+	// LabelVMIID names the VMI a launcher pod runs.
+	LabelVMIID = "vmi.kubevirt.io/id"
+	// AppLauncher is the value of the kubevirt.io label on launcher pods.
+	AppLauncher = "virt-launcher"
+	// ComputeContainer runs virt-launcher.
+	ComputeContainer = "compute"
+	// SocketsVolume is shared between virt-launcher and virt-handler: the
+	// launcher's gRPC socket, the serial console and VNC sockets live there.
+	SocketsVolume = "sockets"
+	// SocketsDir is where SocketsVolume is mounted in the compute container.
+	SocketsDir = "/var/run/kubevirt/sockets"
+	// ContainerDisksDir is where containerDisk volumes are found by the
+	// launcher; one subdirectory per volume.
+	ContainerDisksDir = "/var/run/kubevirt/container-disks"
+	// defaultGracePeriod is KubeVirt's default terminationGracePeriodSeconds.
+	defaultGracePeriod = 30
+	// killMargin is added to the VMI's grace period for the pod, so the
+	// launcher can finish an ACPI shutdown and a forced stop before kubelet
+	// (or the local runtime) kills it.
+	killMargin = 15
+)
+
+// PodConfig is how launcher pods are built on this installation.
+type PodConfig struct {
+	// LauncherImage runs virt-launcher in the compute container.
+	LauncherImage string
+	// LauncherCommand starts virt-launcher inside LauncherImage.
+	LauncherCommand []string
+}
+
+// Launcher memory overhead, the memory a launcher pod needs beyond the
+// guest's RAM. It is the sum of fixed costs of the processes in the pod and a
+// share that grows with the guest:
+//
+//	virt-launcher (Go, gRPC, DHCP)      24 MiB
+//	libvirt daemon (one per pod)        32 MiB
+//	QEMU fixed (device models, TCG/KVM) 40 MiB
+//	guest page tables                   guest RAM / 512
+//	per vCPU (thread stacks, vCPU state) 2 MiB
+//	VNC framebuffer, when graphics on   16 MiB
+//
+// The fixed parts are the figures measured on a launcher pod (issue 6 keeps
+// them current in SPECIFICATION.md); the ratios follow KubeVirt's formula.
+// This function is the one place the formula lives.
+func LauncherOverhead(vmi *virtv1.VirtualMachineInstance) resource.Quantity {
+	const mi = 1 << 20
+	bytes := int64(24+32+40) * mi
+	if guest, err := GuestMemory(vmi); err == nil {
+		bytes += guest.Value() / 512
+	}
+	bytes += int64(vcpus(vmi)) * 2 * mi
+	if graphicsEnabled(vmi) {
+		bytes += 16 * mi
+	}
+	// Round up to whole MiB.
+	bytes = (bytes + mi - 1) / mi * mi
+	return *resource.NewQuantity(bytes, resource.BinarySI)
+}
+
+// GuestMemory is the RAM the guest sees: spec.domain.memory.guest, else the
+// memory request, else the memory limit.
+func GuestMemory(vmi *virtv1.VirtualMachineInstance) (resource.Quantity, error) {
+	d := vmi.Spec.Domain
+	if d.Memory != nil && d.Memory.Guest != nil {
+		return *d.Memory.Guest, nil
+	}
+	if q, ok := d.Resources.Requests[corev1.ResourceMemory]; ok {
+		return q, nil
+	}
+	if q, ok := d.Resources.Limits[corev1.ResourceMemory]; ok {
+		return q, nil
+	}
+	return resource.Quantity{}, field.Required(field.NewPath("spec", "domain", "resources", "requests", "memory"),
+		"set the guest's memory here or in spec.domain.memory.guest")
+}
+
+func vcpus(vmi *virtv1.VirtualMachineInstance) int {
+	if c := vmi.Spec.Domain.CPU; c != nil {
+		n := int(max(c.Cores, 1) * max(c.Sockets, 1) * max(c.Threads, 1))
+		return n
+	}
+	return 1
+}
+
+func graphicsEnabled(vmi *virtv1.VirtualMachineInstance) bool {
+	a := vmi.Spec.Domain.Devices.AutoattachGraphicsDevice
+	return a == nil || *a
+}
+
+// LauncherPod is the pod that runs vmi, a pure function of the VMI and the
+// installation's PodConfig. Its spec is one kubelet runs unchanged.
+func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod, error) {
+	guest, err := GuestMemory(vmi)
+	if err != nil {
+		return nil, err
+	}
+	memory := guest.DeepCopy()
+	memory.Add(LauncherOverhead(vmi))
+
+	requests := corev1.ResourceList{corev1.ResourceMemory: memory}
+	if cpu, ok := vmi.Spec.Domain.Resources.Requests[corev1.ResourceCPU]; ok {
+		requests[corev1.ResourceCPU] = cpu
+	} else {
+		requests[corev1.ResourceCPU] = resource.MustParse("100m")
+	}
+	var limits corev1.ResourceList
+	if cpu, ok := vmi.Spec.Domain.Resources.Limits[corev1.ResourceCPU]; ok {
+		limits = corev1.ResourceList{corev1.ResourceCPU: cpu}
+	}
+	if _, ok := vmi.Spec.Domain.Resources.Limits[corev1.ResourceMemory]; ok {
+		if limits == nil {
+			limits = corev1.ResourceList{}
+		}
+		limits[corev1.ResourceMemory] = memory
+	}
+
+	grace := int64(defaultGracePeriod)
+	if vmi.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *vmi.Spec.TerminationGracePeriodSeconds
+	}
+
+	labels := map[string]string{}
+	for k, v := range vmi.Labels {
+		labels[k] = v
+	}
+	labels[virtv1.AppLabel] = AppLauncher
+	labels[virtv1.CreatedByLabel] = string(vmi.UID)
+	labels[virtv1.DeprecatedVirtualMachineNameLabel] = vmi.Name
+	labels[LabelVMIID] = vmi.Name
+	if _, ok := labels[virtv1.DomainAnnotation]; !ok {
+		labels[virtv1.DomainAnnotation] = vmi.Name
+	}
+
+	socketsMount := corev1.VolumeMount{Name: SocketsVolume, MountPath: SocketsDir}
+	compute := corev1.Container{
+		Name:            ComputeContainer,
+		Image:           cfg.LauncherImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command: append(append([]string{}, cfg.LauncherCommand...),
+			"--name", vmi.Name,
+			"--namespace", vmi.Namespace,
+			"--uid", string(vmi.UID),
+			"--grace-period-seconds", strconv.FormatInt(grace, 10),
+			"--sockets-dir", SocketsDir,
+			"--container-disks-dir", ContainerDisksDir,
+		),
+		Resources:    corev1.ResourceRequirements{Requests: requests, Limits: limits},
+		VolumeMounts: []corev1.VolumeMount{socketsMount, {Name: "container-disks", MountPath: ContainerDisksDir}},
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "virt-launcher-" + vmi.Name + "-",
+			Namespace:    vmi.Namespace,
+			Labels:       labels,
+			Annotations: map[string]string{
+				virtv1.DomainAnnotation:                   vmi.Name,
+				"kubectl.kubernetes.io/default-container": ComputeContainer,
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vmi, virtv1.VirtualMachineInstanceGroupVersionKind)},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: ptr.To(grace + killMargin),
+			AutomountServiceAccountToken:  ptr.To(false),
+			NodeSelector:                  map[string]string{virtv1.NodeSchedulable: "true"},
+			Hostname:                      hostname(vmi),
+			Subdomain:                     vmi.Spec.Subdomain,
+			Affinity:                      vmi.Spec.Affinity,
+			Tolerations:                   vmi.Spec.Tolerations,
+			SchedulerName:                 vmi.Spec.SchedulerName,
+			PriorityClassName:             vmi.Spec.PriorityClassName,
+			DNSPolicy:                     dnsPolicy(vmi),
+			DNSConfig:                     vmi.Spec.DNSConfig,
+			Containers:                    []corev1.Container{compute},
+			Volumes: []corev1.Volume{
+				{Name: SocketsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "container-disks", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			},
+		},
+	}
+	for k, v := range vmi.Spec.NodeSelector {
+		pod.Spec.NodeSelector[k] = v
+	}
+	for i, v := range vmi.Spec.Volumes {
+		if v.ContainerDisk == nil {
+			continue
+		}
+		if v.ContainerDisk.Image == "" {
+			return nil, field.Required(field.NewPath("spec", "volumes").Index(i).Child("containerDisk", "image"), "a containerDisk needs an image")
+		}
+		pod.Spec.Containers = append(pod.Spec.Containers, containerDiskContainer(v, cfg))
+	}
+	return pod, nil
+}
+
+// ContainerDiskContainerName is the container that serves volume name's
+// image, named as KubeVirt names it.
+func ContainerDiskContainerName(volume string) string { return "volume" + volume }
+
+// containerDiskContainer keeps a containerDisk image present in the pod. The
+// image's /disk/ holds the disk; the container itself only waits. Its
+// resources are tiny, as KubeVirt's.
+func containerDiskContainer(v virtv1.Volume, cfg PodConfig) corev1.Container {
+	policy := v.ContainerDisk.ImagePullPolicy
+	if policy == "" {
+		policy = corev1.PullIfNotPresent
+	}
+	small := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("10m"),
+		corev1.ResourceMemory: resource.MustParse("8Mi"),
+	}
+	return corev1.Container{
+		Name:            ContainerDiskContainerName(v.Name),
+		Image:           v.ContainerDisk.Image,
+		ImagePullPolicy: policy,
+		Resources:       corev1.ResourceRequirements{Requests: small},
+		VolumeMounts:    []corev1.VolumeMount{{Name: "container-disks", MountPath: ContainerDisksDir}},
+		Env: []corev1.EnvVar{
+			{Name: "VIRTKUBE_CONTAINER_DISK_PATH", Value: fmt.Sprintf("%s/%s", ContainerDisksDir, v.Name)},
+		},
+	}
+}
+
+func hostname(vmi *virtv1.VirtualMachineInstance) string {
+	if vmi.Spec.Hostname != "" {
+		return vmi.Spec.Hostname
+	}
+	// A pod hostname is a DNS label; VMI names may be longer subdomains.
+	name := vmi.Name
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return name
+}
+
+func dnsPolicy(vmi *virtv1.VirtualMachineInstance) corev1.DNSPolicy {
+	if vmi.Spec.DNSPolicy != "" {
+		return vmi.Spec.DNSPolicy
+	}
+	return corev1.DNSClusterFirst
+}

@@ -1,0 +1,159 @@
+package vmi
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	virtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// seedVMI is the seed's testvmi-nocloud2.
+const seedVMI = `apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: testvmi-nocloud2
+  namespace: default
+  uid: 0a6b2f44-0000-4000-8000-000000000001
+  labels: {special: key}
+spec:
+  terminationGracePeriodSeconds: 30
+  domain:
+    resources:
+      requests:
+        memory: 1024M
+    devices:
+      disks:
+      - name: containerdisk
+        disk: {bus: virtio}
+      - name: emptydisk
+        disk: {bus: virtio}
+      - name: cloudinitdisk
+        disk: {bus: virtio}
+      interfaces:
+      - bridge: {}
+        name: default
+  networks:
+  - name: default
+    pod: {}
+  volumes:
+  - name: containerdisk
+    containerDisk:
+      image: kubevirt/fedora-cloud-container-disk-demo:latest
+  - name: emptydisk
+    emptyDisk:
+      capacity: "2Gi"
+  - name: cloudinitdisk
+    cloudInitNoCloud:
+      userData: "#cloud-config"
+`
+
+func decodeVMI(t *testing.T, s string) *virtv1.VirtualMachineInstance {
+	t.Helper()
+	vmi := &virtv1.VirtualMachineInstance{}
+	if err := yaml.UnmarshalStrict([]byte(s), vmi); err != nil {
+		t.Fatal(err)
+	}
+	return vmi
+}
+
+var testPods = PodConfig{LauncherImage: "launcher:test", LauncherCommand: []string{"/usr/bin/virt-launcher"}}
+
+func TestLauncherPodForSeedVMI(t *testing.T) {
+	vmi := decodeVMI(t, seedVMI)
+	pod, err := LauncherPod(vmi, testPods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.GenerateName != "virt-launcher-testvmi-nocloud2-" || pod.Namespace != "default" {
+		t.Errorf("name = %s%s in %s", pod.GenerateName, pod.Name, pod.Namespace)
+	}
+	for k, v := range map[string]string{
+		"special":                "key",
+		"kubevirt.io":            "virt-launcher",
+		"kubevirt.io/created-by": string(vmi.UID),
+		"kubevirt.io/domain":     "testvmi-nocloud2",
+		"vmi.kubevirt.io/id":     "testvmi-nocloud2",
+		"vm.kubevirt.io/name":    "testvmi-nocloud2",
+	} {
+		if pod.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, pod.Labels[k], v)
+		}
+	}
+	if ref := metav1.GetControllerOf(pod); ref == nil || ref.Kind != "VirtualMachineInstance" || ref.UID != vmi.UID || !ptr.Deref(ref.BlockOwnerDeletion, false) {
+		t.Errorf("controller ref = %+v", ref)
+	}
+	if len(pod.Spec.Containers) != 2 || pod.Spec.Containers[0].Name != "compute" || pod.Spec.Containers[1].Name != "volumecontainerdisk" {
+		t.Fatalf("containers = %v, want compute and volumecontainerdisk", containerNames(pod))
+	}
+	if img := pod.Spec.Containers[1].Image; img != "kubevirt/fedora-cloud-container-disk-demo:latest" {
+		t.Errorf("containerDisk image = %s", img)
+	}
+	compute := pod.Spec.Containers[0]
+	guest := resource.MustParse("1024M")
+	want := guest.DeepCopy()
+	want.Add(LauncherOverhead(vmi))
+	if got := compute.Resources.Requests[corev1.ResourceMemory]; got.Cmp(want) != 0 {
+		overhead := LauncherOverhead(vmi)
+		t.Errorf("memory request = %s, want guest 1024M + overhead %s = %s", got.String(), overhead.String(), want.String())
+	}
+	if !strings.Contains(strings.Join(compute.Command, " "), "--name testvmi-nocloud2 --namespace default") {
+		t.Errorf("launcher command = %v", compute.Command)
+	}
+	if *pod.Spec.TerminationGracePeriodSeconds != 45 {
+		t.Errorf("pod grace = %d, want VMI's 30 + 15", *pod.Spec.TerminationGracePeriodSeconds)
+	}
+	if pod.Spec.NodeSelector["kubevirt.io/schedulable"] != "true" {
+		t.Errorf("node selector = %v", pod.Spec.NodeSelector)
+	}
+	found := false
+	for _, v := range pod.Spec.Volumes {
+		found = found || (v.Name == SocketsVolume && v.EmptyDir != nil)
+	}
+	if !found {
+		t.Error("no sockets emptyDir")
+	}
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restart policy = %s", pod.Spec.RestartPolicy)
+	}
+}
+
+func containerNames(pod *corev1.Pod) []string {
+	var out []string
+	for _, c := range pod.Spec.Containers {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func TestLauncherOverhead(t *testing.T) {
+	mi := func(n int64) int64 { return n << 20 }
+	for _, tc := range []struct {
+		name string
+		spec string
+		want int64
+	}{
+		{"1Gi, 1 vCPU, VNC", "domain: {resources: {requests: {memory: 1Gi}}, devices: {}}", mi(96 + 2 + 2 + 16)},
+		{"1Gi, no graphics", "domain: {resources: {requests: {memory: 1Gi}}, devices: {autoattachGraphicsDevice: false}}", mi(96 + 2 + 2)},
+		{"4Gi, 2x2x1 vCPUs", "domain: {cpu: {sockets: 2, cores: 2}, memory: {guest: 4Gi}, devices: {autoattachGraphicsDevice: false}}", mi(96 + 8 + 8)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vmi := decodeVMI(t, "metadata: {name: x}\nspec: {"+tc.spec+"}")
+			if got := LauncherOverhead(vmi); got.Value() != tc.want {
+				t.Errorf("overhead = %d MiB, want %d MiB", got.Value()>>20, tc.want>>20)
+			}
+		})
+	}
+}
+
+func TestLauncherPodRejectsMissingMemory(t *testing.T) {
+	vmi := decodeVMI(t, "metadata: {name: x}\nspec: {domain: {devices: {}}}")
+	_, err := LauncherPod(vmi, testPods)
+	if err == nil || !strings.Contains(err.Error(), "spec.domain.resources.requests.memory") {
+		t.Errorf("err = %v, want one naming spec.domain.resources.requests.memory", err)
+	}
+}
