@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/vmispec"
 )
 
 // Labels the launcher pod carries besides the VMI's own, as KubeVirt's.
@@ -61,11 +63,11 @@ type PodConfig struct {
 func LauncherOverhead(vmi *virtv1.VirtualMachineInstance) resource.Quantity {
 	const mi = 1 << 20
 	bytes := int64(24+32+40) * mi
-	if guest, err := GuestMemory(vmi); err == nil {
+	if guest, err := vmispec.GuestMemory(vmi); err == nil {
 		bytes += guest.Value() / 512
 	}
-	bytes += int64(vcpus(vmi)) * 2 * mi
-	if graphicsEnabled(vmi) {
+	bytes += int64(vmispec.VCPUs(vmi)) * 2 * mi
+	if vmispec.GraphicsEnabled(vmi) {
 		bytes += 16 * mi
 	}
 	// Round up to whole MiB.
@@ -73,40 +75,10 @@ func LauncherOverhead(vmi *virtv1.VirtualMachineInstance) resource.Quantity {
 	return *resource.NewQuantity(bytes, resource.BinarySI)
 }
 
-// GuestMemory is the RAM the guest sees: spec.domain.memory.guest, else the
-// memory request, else the memory limit.
-func GuestMemory(vmi *virtv1.VirtualMachineInstance) (resource.Quantity, error) {
-	d := vmi.Spec.Domain
-	if d.Memory != nil && d.Memory.Guest != nil {
-		return *d.Memory.Guest, nil
-	}
-	if q, ok := d.Resources.Requests[corev1.ResourceMemory]; ok {
-		return q, nil
-	}
-	if q, ok := d.Resources.Limits[corev1.ResourceMemory]; ok {
-		return q, nil
-	}
-	return resource.Quantity{}, field.Required(field.NewPath("spec", "domain", "resources", "requests", "memory"),
-		"set the guest's memory here or in spec.domain.memory.guest")
-}
-
-func vcpus(vmi *virtv1.VirtualMachineInstance) int {
-	if c := vmi.Spec.Domain.CPU; c != nil {
-		n := int(max(c.Cores, 1) * max(c.Sockets, 1) * max(c.Threads, 1))
-		return n
-	}
-	return 1
-}
-
-func graphicsEnabled(vmi *virtv1.VirtualMachineInstance) bool {
-	a := vmi.Spec.Domain.Devices.AutoattachGraphicsDevice
-	return a == nil || *a
-}
-
 // LauncherPod is the pod that runs vmi, a pure function of the VMI and the
 // installation's PodConfig. Its spec is one kubelet runs unchanged.
 func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod, error) {
-	guest, err := GuestMemory(vmi)
+	guest, err := vmispec.GuestMemory(vmi)
 	if err != nil {
 		return nil, err
 	}
