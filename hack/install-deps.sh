@@ -3,9 +3,12 @@
 # the Go toolchain. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
-# Debian packages: build tools now; QEMU, libvirt and friends join this list
-# as the parts that use them land.
-packages=(make git ca-certificates)
+# Debian packages: build tools; QEMU and libvirt for virt-launcher (one
+# libvirtd per launcher, so the system libvirt service is not needed).
+# The test guest's own packages are installed by hack/test-guest/build.sh.
+packages=(make git ca-certificates
+	qemu-system-x86 qemu-utils
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +20,14 @@ if ((${#missing[@]})); then
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Debian's libvirt resolves its QEMU user at start-up, before it reads
+# qemu.conf (where virt-launcher sets root); create it as the
+# libvirt-daemon-system package would.
+getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+getent passwd libvirt-qemu >/dev/null ||
+	useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin -g libvirt-qemu libvirt-qemu
+getent group kvm >/dev/null || groupadd --system kvm
 
 # Go 1.26 or newer (the go.mod's go line). Debian 12's own golang is too old;
 # the machines this project targets carry Go in /usr/local/go.
