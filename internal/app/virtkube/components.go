@@ -13,7 +13,7 @@ import (
 
 // Components are the virtkube parts a real cluster deploys on their own. Each
 // is a subcommand, and bin/ links its name to virtkube (see cmd/virtkube).
-var Components = []string{"virt-controller"}
+var Components = []string{"virt-controller", "virt-launcher"}
 
 func newVirtControllerCommand() *cobra.Command {
 	o := virtcontroller.NewOptions()

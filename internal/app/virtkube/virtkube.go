@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 
+	"github.com/virtkube/virtkube/internal/app/virtlauncher"
 	"github.com/virtkube/virtkube/internal/version"
 )
 
@@ -24,7 +25,7 @@ func NewCommand() *cobra.Command {
 	if v := logFlags.Lookup("v"); v != nil {
 		root.PersistentFlags().AddGoFlag(v)
 	}
-	root.AddCommand(newServerCommand(), newVirtControllerCommand(), &cobra.Command{
+	root.AddCommand(newServerCommand(), newVirtControllerCommand(), virtlauncher.NewCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

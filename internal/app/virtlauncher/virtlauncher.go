@@ -1,0 +1,90 @@
+// Package virtlauncher is the virt-launcher command: the compute container
+// of a launcher pod. It owns one VMI's domain (see internal/launcher).
+package virtlauncher
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/virtkube/virtkube/internal/launcher"
+	"github.com/virtkube/virtkube/internal/storage"
+)
+
+// ovmfCode is where Debian's ovmf package puts the EFI firmware.
+const ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+
+// Options are the flags virt-controller puts on the launcher's command line.
+type Options struct {
+	Name, Namespace, UID string
+	GracePeriodSeconds   int64
+	SocketsDir           string
+	ContainerDisksDir    string
+	EphemeralDir         string
+	LibvirtDir           string
+	PrivateLibvirt       bool
+}
+
+// Validate names the first missing or bad flag.
+func (o *Options) Validate() error {
+	for _, f := range []struct{ flag, value string }{
+		{"--name", o.Name}, {"--namespace", o.Namespace}, {"--uid", o.UID}, {"--sockets-dir", o.SocketsDir},
+	} {
+		if f.value == "" {
+			return fmt.Errorf("%s must be set", f.flag)
+		}
+	}
+	if o.GracePeriodSeconds < 0 {
+		return errors.New("--grace-period-seconds must not be negative")
+	}
+	return nil
+}
+
+// NewCommand returns `virt-launcher`.
+func NewCommand() *cobra.Command {
+	o := &Options{
+		GracePeriodSeconds: 30,
+		ContainerDisksDir:  "/var/run/kubevirt/container-disks",
+		EphemeralDir:       "/var/run/kubevirt-ephemeral-disks",
+		LibvirtDir:         "/var/run/kubevirt-private/libvirt",
+	}
+	cmd := &cobra.Command{
+		Use:   "virt-launcher",
+		Short: "Run one VMI's domain (the compute container of a launcher pod)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			cfg := launcher.Config{
+				Name: o.Name, Namespace: o.Namespace, UID: o.UID,
+				GracePeriod: time.Duration(o.GracePeriodSeconds) * time.Second,
+				SocketsDir:  o.SocketsDir,
+				Disks:       storage.Dirs{ContainerDisks: o.ContainerDisksDir, Ephemeral: o.EphemeralDir},
+				Libvirt:     launcher.DaemonOptions{Dir: o.LibvirtDir, PrivateDirs: o.PrivateLibvirt, Stderr: os.Stderr},
+			}
+			if _, err := os.Stat(ovmfCode); err == nil {
+				cfg.EFIFirmware = ovmfCode
+			}
+			// SIGTERM (the pod is deleted) cancels the context: the guest
+			// is powered off within the grace period.
+			ctx := klog.NewContext(cmd.Context(), klog.Background().WithName("virt-launcher"))
+			return launcher.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Name, "name", o.Name, "name of the VMI")
+	f.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of the VMI")
+	f.StringVar(&o.UID, "uid", o.UID, "UID of the VMI")
+	f.Int64Var(&o.GracePeriodSeconds, "grace-period-seconds", o.GracePeriodSeconds, "time the guest gets to power off before it is killed")
+	f.StringVar(&o.SocketsDir, "sockets-dir", o.SocketsDir, "directory shared with virt-handler (launcher, console and VNC sockets)")
+	f.StringVar(&o.ContainerDisksDir, "container-disks-dir", o.ContainerDisksDir, "one directory per containerDisk volume with its disk file")
+	f.StringVar(&o.EphemeralDir, "ephemeral-dir", o.EphemeralDir, "where overlays, empty disks and cloud-init ISOs are made")
+	f.StringVar(&o.LibvirtDir, "libvirt-dir", o.LibvirtDir, "state, configuration and socket of the launcher's libvirt daemon")
+	f.BoolVar(&o.PrivateLibvirt, "private-libvirt", o.PrivateLibvirt, "give libvirtd a mount namespace with private /etc, /run, /var/lib, /var/log and /var/cache libvirt dirs (for runtimes that share the host's filesystem)")
+	return cmd
+}
