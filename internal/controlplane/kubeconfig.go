@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/virtkube/virtkube/internal/atomicfile"
 )
 
 // writeKubeconfig writes a kubeconfig that reaches server as the holder of
@@ -41,5 +43,5 @@ func writeKubeconfig(path, server, caFile, certFile, keyFile, user string) error
 	if err != nil {
 		return fmt.Errorf("encode kubeconfig %s: %w", path, err)
 	}
-	return writeFileAtomic(path, body, 0o600)
+	return atomicfile.WriteFile(path, body, 0o600)
 }

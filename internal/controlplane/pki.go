@@ -17,6 +17,8 @@ import (
 
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
+
+	"github.com/virtkube/virtkube/internal/atomicfile"
 )
 
 // leafLifetime is how long issued certificates last. CAs last ten years
@@ -144,7 +146,7 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, der, 0o600)
+	return atomicfile.WriteFile(path, der, 0o600)
 }
 
 func writeCert(path string, cert *x509.Certificate) error {
@@ -152,30 +154,5 @@ func writeCert(path string, cert *x509.Certificate) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, pem, 0o644)
-}
-
-// writeFileAtomic replaces path so that a crash never leaves half a file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, pem, 0o644)
 }

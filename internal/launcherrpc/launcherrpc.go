@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
@@ -137,9 +139,29 @@ func Serve(ctx context.Context, path string, impl Server) error {
 // Client talks to one launcher.
 type Client struct{ conn *grpc.ClientConn }
 
+// maxSocketPath is the longest path a unix socket address holds.
+const maxSocketPath = 107
+
+// DialUnix connects to the unix socket at path, however long the path: a
+// kubelet pod directory easily exceeds the 108 bytes of a socket address, so
+// a long path is reached through /proc/self/fd of its opened directory.
+func DialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	if len(path) <= maxSocketPath {
+		return d.DialContext(ctx, "unix", path)
+	}
+	dir, err := os.OpenFile(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	return d.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path)))
+}
+
 // Dial connects to the launcher socket at path.
 func Dial(path string) (*Client, error) {
-	conn, err := grpc.NewClient("unix://"+path,
+	conn, err := grpc.NewClient("passthrough:///"+path,
+		grpc.WithContextDialer(DialUnix),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(codec{}.Name())))
 	if err != nil {

@@ -25,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/virtkube/virtkube/internal/vmistatus"
 )
 
 // Reconciler reconciles VirtualMachineInstances with their launcher pods.
@@ -96,18 +98,31 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, vmi *virtv1.VirtualMac
 				// Bad input: say so on the VMI and stop retrying.
 				vmi.Status.Phase = virtv1.Failed
 				vmi.Status.Reason = ReasonInvalidSpec
-				setCondition(&vmi.Status, condition(virtv1.VirtualMachineInstanceSynchronized, corev1.ConditionFalse, ReasonInvalidSpec, invalid.Error(), now))
+				vmistatus.SetCondition(&vmi.Status, vmistatus.Condition(virtv1.VirtualMachineInstanceSynchronized, corev1.ConditionFalse, ReasonInvalidSpec, invalid.Error(), now))
 				r.Recorder.Event(vmi, corev1.EventTypeWarning, ReasonInvalidSpec, invalid.Error())
 				return ctrl.Result{}, reconcile.TerminalError(err)
 			}
-			setCondition(&vmi.Status, condition(virtv1.VirtualMachineInstanceSynchronized, corev1.ConditionFalse, ReasonFailedCreate, err.Error(), now))
+			vmistatus.SetCondition(&vmi.Status, vmistatus.Condition(virtv1.VirtualMachineInstanceSynchronized, corev1.ConditionFalse, ReasonFailedCreate, err.Error(), now))
 			r.Recorder.Event(vmi, corev1.EventTypeWarning, ReasonFailedCreate, err.Error())
 			return ctrl.Result{}, err
 		}
 		r.Recorder.Eventf(vmi, corev1.EventTypeNormal, "SuccessfulCreate", "Created virtual machine pod %s", created.Name)
 		pod = created
 	}
-	apply(&vmi.Status, observe(vmi, pod, now), now)
+	o := observe(vmi, pod, now)
+	if o.Phase == virtv1.Scheduled && vmi.Labels[virtv1.NodeNameLabel] != o.NodeName {
+		// virt-handler watches the VMIs of its node by this label. The
+		// update returns the stored status, so the observation is applied
+		// after it.
+		if vmi.Labels == nil {
+			vmi.Labels = map[string]string{}
+		}
+		vmi.Labels[virtv1.NodeNameLabel] = o.NodeName
+		if err := r.Client.Update(ctx, vmi); err != nil {
+			return ctrl.Result{}, fmt.Errorf("label VMI with its node: %w", err)
+		}
+	}
+	apply(&vmi.Status, o, now)
 	if pod != nil && vmi.Status.Phase != virtv1.Failed {
 		if vmi.Status.ActivePods == nil {
 			vmi.Status.ActivePods = map[types.UID]string{}

@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/vmistatus"
 )
 
 // Reasons this controller writes on a VMI.
@@ -49,7 +51,7 @@ func observe(vmi *virtv1.VirtualMachineInstance, pod *corev1.Pod, now metav1.Tim
 		case virtv1.Pending:
 		default:
 			o.Phase, o.Reason = virtv1.Failed, ReasonPodNotExists
-			o.Conditions = append(o.Conditions, condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
+			o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
 				ReasonPodNotExists, "the launcher pod is gone", now))
 		}
 		return o
@@ -72,32 +74,32 @@ func observe(vmi *virtv1.VirtualMachineInstance, pod *corev1.Pod, now metav1.Tim
 		}
 	}
 
-	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+	// A launcher that exits 0 under a running VMI has seen its guest power
+	// off: virt-handler reports that as Succeeded. Any other end of the pod
+	// fails the VMI.
+	handedOver := o.Phase == virtv1.Running || o.Phase == virtv1.Scheduled
+	if pod.Status.Phase == corev1.PodFailed || (pod.Status.Phase == corev1.PodSucceeded && !handedOver) {
 		reason, msg := podFailure(pod)
 		o.Phase, o.Reason = virtv1.Failed, reason
-		o.Conditions = append(o.Conditions, condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, reason, msg, now))
+		o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, reason, msg, now))
 		return o
 	}
 	if o.Phase != virtv1.Scheduling {
 		return o
 	}
 	if reason, msg, waiting := waitingContainer(pod); waiting {
-		o.Conditions = append(o.Conditions, condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, reason, msg, now))
+		o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, reason, msg, now))
 		return o
 	}
 	if pod.Status.Phase == corev1.PodRunning && podReady(pod) {
 		o.Phase, o.NodeName = virtv1.Scheduled, pod.Spec.NodeName
-		o.Conditions = append(o.Conditions, condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
+		o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
 			virtv1.GuestNotRunningReason, "the guest is not running yet", now))
 		return o
 	}
-	o.Conditions = append(o.Conditions, condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
+	o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
 		virtv1.GuestNotRunningReason, "waiting for the launcher pod to start", now))
 	return o
-}
-
-func condition(t virtv1.VirtualMachineInstanceConditionType, s corev1.ConditionStatus, reason, msg string, now metav1.Time) virtv1.VirtualMachineInstanceCondition {
-	return virtv1.VirtualMachineInstanceCondition{Type: t, Status: s, Reason: reason, Message: msg, LastProbeTime: now, LastTransitionTime: now}
 }
 
 func podReady(pod *corev1.Pod) bool {
@@ -162,23 +164,6 @@ func apply(status *virtv1.VirtualMachineInstanceStatus, o observation, now metav
 	}
 	status.NodeName, status.Reason = o.NodeName, o.Reason
 	for _, c := range o.Conditions {
-		setCondition(status, c)
+		vmistatus.SetCondition(status, c)
 	}
-}
-
-func setCondition(status *virtv1.VirtualMachineInstanceStatus, c virtv1.VirtualMachineInstanceCondition) {
-	for i, have := range status.Conditions {
-		if have.Type != c.Type {
-			continue
-		}
-		if have.Status == c.Status && have.Reason == c.Reason && have.Message == c.Message {
-			return // unchanged: keep its times, write nothing
-		}
-		if have.Status == c.Status {
-			c.LastTransitionTime = have.LastTransitionTime
-		}
-		status.Conditions[i] = c
-		return
-	}
-	status.Conditions = append(status.Conditions, c)
 }

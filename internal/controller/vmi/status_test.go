@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/vmistatus"
 )
 
 func TestObserve(t *testing.T) {
@@ -61,6 +63,7 @@ func TestObserve(t *testing.T) {
 		{"pod failed under a running VMI", virtv1.Running, pod(scheduled, failed), virtv1.Failed, "", "Error", "Error"},
 		{"pod vanished", virtv1.Scheduled, nil, virtv1.Failed, "", ReasonPodNotExists, ReasonPodNotExists},
 		{"running VMI is the handler's", virtv1.Running, pod(scheduled, running), virtv1.Running, "", "", ""},
+		{"launcher done after guest poweroff", virtv1.Running, pod(scheduled, func(p *corev1.Pod) *corev1.Pod { p.Status.Phase = corev1.PodSucceeded; return p }), virtv1.Running, "", "", ""},
 		{"final stays final", virtv1.Succeeded, nil, virtv1.Succeeded, "", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,12 +89,12 @@ func TestApplyRecordsTransitionsOnce(t *testing.T) {
 	t0, t1 := metav1.NewTime(time.Unix(1, 0)), metav1.NewTime(time.Unix(2, 0))
 	var status virtv1.VirtualMachineInstanceStatus
 	apply(&status, observation{Phase: virtv1.Scheduling, Conditions: []virtv1.VirtualMachineInstanceCondition{
-		condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, "ErrImagePull", "x", t0)}}, t0)
+		vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, "ErrImagePull", "x", t0)}}, t0)
 	if len(status.PhaseTransitionTimestamps) != 2 || status.PhaseTransitionTimestamps[0].Phase != virtv1.Pending {
 		t.Fatalf("transitions = %+v, want Pending then Scheduling", status.PhaseTransitionTimestamps)
 	}
 	apply(&status, observation{Phase: virtv1.Scheduling, Conditions: []virtv1.VirtualMachineInstanceCondition{
-		condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, "ErrImagePull", "x", t1)}}, t1)
+		vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, "ErrImagePull", "x", t1)}}, t1)
 	if len(status.PhaseTransitionTimestamps) != 2 {
 		t.Errorf("an unchanged phase added a transition: %+v", status.PhaseTransitionTimestamps)
 	}

@@ -1,0 +1,281 @@
+// Package handler is virt-handler, the node agent: it takes each VMI on its
+// node from Scheduled on, drives the VMI's launcher over its socket, and
+// writes what KubeVirt's virt-handler writes into the VMI's status: phase
+// Running, Succeeded or Failed, the Ready condition and the reason when
+// something fails. Launchers outlive virt-handler: after a restart it finds
+// them again through their sockets and kills nothing.
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	virtv1 "kubevirt.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/virtkube/virtkube/internal/bootstrap"
+	"github.com/virtkube/virtkube/internal/controller/vmi"
+	"github.com/virtkube/virtkube/internal/launcher"
+	"github.com/virtkube/virtkube/internal/launcherrpc"
+	"github.com/virtkube/virtkube/internal/vmistatus"
+)
+
+// Reasons virt-handler writes.
+const (
+	ReasonKVMUnavailable = "KVMUnavailable"
+	ReasonSyncFailed     = "SyncFailed"
+	ReasonGuestCrashed   = "GuestCrashed"
+	ReasonLauncherGone   = "LauncherGone"
+)
+
+// PodDirs finds a pod's emptyDir volumes on this node. Kubelet keeps them
+// under <root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>; virtkube's
+// local runtime uses the same layout.
+type PodDirs struct{ KubeletRoot string }
+
+// EmptyDir is the directory of the named emptyDir volume of pod.
+func (p PodDirs) EmptyDir(podUID types.UID, name string) string {
+	return filepath.Join(p.KubeletRoot, "pods", string(podUID), "volumes", "kubernetes.io~empty-dir", name)
+}
+
+// Reconciler is virt-handler's VMI reconciler for one node.
+type Reconciler struct {
+	Client   client.Client
+	Recorder record.EventRecorder
+	NodeName string
+	Pods     PodDirs
+	// KVM reports whether KVM works here; nil means it does.
+	KVM func() error
+
+	mu       sync.Mutex
+	watching map[types.UID]context.CancelFunc
+	// last is the last domain status each launcher sent: a launcher exits
+	// once its guest has powered off, and its final word must survive it.
+	last   map[types.UID]launcherrpc.DomainStatus
+	events chan event.GenericEvent
+}
+
+// SetupWithManager watches the VMIs of this node (by the kubevirt.io/nodeName
+// label virt-controller sets) and the launchers' domain events.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.watching = map[types.UID]context.CancelFunc{}
+	r.last = map[types.UID]launcherrpc.DomainStatus{}
+	r.events = make(chan event.GenericEvent, 256)
+	if r.KVM == nil {
+		r.KVM = KVMUsable
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&virtv1.VirtualMachineInstance{}).
+		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
+		Named("virt-handler").
+		Complete(r)
+}
+
+// Reconcile moves one VMI of this node along.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	v := &virtv1.VirtualMachineInstance{}
+	if err := r.Client.Get(ctx, req.NamespacedName, v); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if v.Status.NodeName != r.NodeName {
+		return ctrl.Result{}, nil
+	}
+	log := klog.FromContext(ctx).WithValues("vmi", klog.KObj(v))
+	ctx = klog.NewContext(ctx, log)
+	if v.IsFinal() {
+		r.stopWatching(v.UID)
+		r.mu.Lock()
+		delete(r.last, v.UID)
+		r.mu.Unlock()
+		return ctrl.Result{}, nil
+	}
+	before := v.DeepCopy()
+	defer func() {
+		if equality.Semantic.DeepEqual(before.Status, v.Status) {
+			return
+		}
+		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+		if err := r.Client.Status().Patch(ctx, v, patch); err != nil {
+			retErr = errors.Join(retErr, fmt.Errorf("write status: %w", err))
+		}
+	}()
+
+	socket, err := r.launcherSocket(ctx, v)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	lc, err := launcherrpc.Dial(socket)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	defer lc.Close()
+	now := metav1.Now()
+
+	switch v.Status.Phase {
+	case virtv1.Scheduled:
+		return r.reconcileStart(ctx, v, lc, now)
+	case virtv1.Running:
+		return r.reconcileRunning(ctx, v, lc, socket, now)
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcileStart asks the launcher to run the domain.
+func (r *Reconciler) reconcileStart(ctx context.Context, v *virtv1.VirtualMachineInstance, lc *launcherrpc.Client, now metav1.Time) (ctrl.Result, error) {
+	emulation := false
+	if err := r.KVM(); err != nil {
+		allowed, cerr := r.emulationAllowed(ctx)
+		if cerr != nil {
+			return ctrl.Result{}, cerr
+		}
+		if !allowed {
+			msg := err.Error() + "; to use software emulation set spec.configuration.developerConfiguration.useEmulation: true in the KubeVirt CR kubevirt/kubevirt"
+			fail(v, ReasonKVMUnavailable, msg, now)
+			r.Recorder.Event(v, corev1.EventTypeWarning, ReasonKVMUnavailable, msg)
+			return ctrl.Result{}, nil
+		}
+		emulation = true
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := lc.Ping(pingCtx); err != nil {
+		// The launcher is still starting: its readiness brings us back.
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
+	if err := lc.Sync(ctx, &launcherrpc.SyncRequest{VMI: v, Emulation: emulation}); err != nil {
+		fail(v, ReasonSyncFailed, err.Error(), now)
+		r.Recorder.Event(v, corev1.EventTypeWarning, ReasonSyncFailed, err.Error())
+		return ctrl.Result{}, nil
+	}
+	vmistatus.SetPhase(&v.Status, virtv1.Running, now)
+	setCondition(v, virtv1.VirtualMachineInstanceReady, corev1.ConditionTrue, "", "", now)
+	if emulation {
+		setCondition(v, virtv1.VirtualMachineInstanceSoftwareEmulation, corev1.ConditionTrue, "SoftwareEmulation", "the guest runs under software emulation (TCG)", now)
+	}
+	r.Recorder.Event(v, corev1.EventTypeNormal, "Started", "VirtualMachineInstance started.")
+	return ctrl.Result{}, nil
+}
+
+// reconcileRunning follows the domain: when it ends, so does the VMI.
+func (r *Reconciler) reconcileRunning(ctx context.Context, v *virtv1.VirtualMachineInstance, lc *launcherrpc.Client, socket string, now metav1.Time) (ctrl.Result, error) {
+	st, err := lc.GetDomain(ctx)
+	if err != nil {
+		r.mu.Lock()
+		last, ok := r.last[v.UID]
+		r.mu.Unlock()
+		if !ok {
+			// Unreachable and never heard from: look again shortly; if the
+			// pod is gone, virt-controller ends the VMI.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+		st = &last
+	}
+	switch launcher.State(st.State) {
+	case launcher.StateGone, launcher.StateShutoff:
+		if st.StoppedByGuest || st.Reason == "" {
+			vmistatus.SetPhase(&v.Status, virtv1.Succeeded, now)
+			setCondition(v, virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, virtv1.GuestNotRunningReason, "the guest powered off", now)
+		} else {
+			fail(v, st.Reason, st.Message, now)
+		}
+		r.stopWatching(v.UID)
+		return ctrl.Result{}, nil
+	case launcher.StateCrashed:
+		fail(v, ReasonGuestCrashed, "the guest crashed", now)
+		r.stopWatching(v.UID)
+		return ctrl.Result{}, nil
+	case launcher.StatePaused:
+		setCondition(v, virtv1.VirtualMachineInstancePaused, corev1.ConditionTrue, "PausedByUser", "", now)
+	}
+	r.watch(v, socket)
+	return ctrl.Result{}, nil
+}
+
+// watch follows a launcher's domain events and enqueues the VMI on each.
+func (r *Reconciler) watch(v *virtv1.VirtualMachineInstance, socket string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.watching[v.UID]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.watching[v.UID] = cancel
+	obj := &virtv1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: v.Name}}
+	go func() {
+		defer r.stopWatching(v.UID)
+		lc, err := launcherrpc.Dial(socket)
+		if err != nil {
+			return
+		}
+		defer lc.Close()
+		next, err := lc.Watch(ctx)
+		if err != nil {
+			return
+		}
+		for {
+			st, err := next()
+			if err != nil {
+				// Launcher gone: one last look.
+				r.events <- event.GenericEvent{Object: obj}
+				return
+			}
+			r.mu.Lock()
+			r.last[v.UID] = *st
+			r.mu.Unlock()
+			r.events <- event.GenericEvent{Object: obj}
+		}
+	}()
+}
+
+func (r *Reconciler) stopWatching(uid types.UID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cancel, ok := r.watching[uid]; ok {
+		cancel()
+		delete(r.watching, uid)
+	}
+}
+
+// launcherSocket finds the launcher pod's socket on this node.
+func (r *Reconciler) launcherSocket(ctx context.Context, v *virtv1.VirtualMachineInstance) (string, error) {
+	for uid, node := range v.Status.ActivePods {
+		if node == r.NodeName {
+			return filepath.Join(r.Pods.EmptyDir(uid, vmi.SocketsVolume), launcherrpc.SocketName), nil
+		}
+	}
+	return "", fmt.Errorf("VMI %s/%s has no launcher pod on node %s", v.Namespace, v.Name, r.NodeName)
+}
+
+func (r *Reconciler) emulationAllowed(ctx context.Context) (bool, error) {
+	kv := &virtv1.KubeVirt{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: bootstrap.KubeVirtNamespace, Name: bootstrap.KubeVirtName}, kv); err != nil {
+		return false, fmt.Errorf("read KubeVirt CR: %w", err)
+	}
+	c := kv.Spec.Configuration.DeveloperConfiguration
+	return c != nil && c.UseEmulation, nil
+}
+
+func fail(v *virtv1.VirtualMachineInstance, reason, msg string, now metav1.Time) {
+	vmistatus.SetPhase(&v.Status, virtv1.Failed, now)
+	v.Status.Reason = reason
+	setCondition(v, virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, reason, msg, now)
+	setCondition(v, virtv1.VirtualMachineInstanceSynchronized, corev1.ConditionFalse, reason, msg, now)
+}
+
+func setCondition(v *virtv1.VirtualMachineInstance, t virtv1.VirtualMachineInstanceConditionType, s corev1.ConditionStatus, reason, msg string, now metav1.Time) {
+	vmistatus.SetCondition(&v.Status, vmistatus.Condition(t, s, reason, msg, now))
+}

@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/domain"
+	"github.com/virtkube/virtkube/internal/handler"
+	"github.com/virtkube/virtkube/internal/launcherrpc"
+	"github.com/virtkube/virtkube/test/framework"
+	"github.com/virtkube/virtkube/test/guest"
+)
+
+// kubeletRunLauncher does what kubelet does for a launcher pod on the test's
+// worker: it makes the pod's emptyDirs under kubeletRoot, puts the
+// containerDisk's file where the compute container finds it, runs the
+// compute container's command (virt-launcher from bin/) with the pod's
+// directories mapped to host paths, and reports the pod Running and Ready.
+func kubeletRunLauncher(t *testing.T, s *framework.Server, pod *corev1.Pod, kubeletRoot, disk string) *exec.Cmd {
+	t.Helper()
+	dirs := handler.PodDirs{KubeletRoot: kubeletRoot}
+	sockets := dirs.EmptyDir(pod.UID, "sockets")
+	containerDisks := dirs.EmptyDir(pod.UID, "container-disks")
+	podDir := filepath.Join(kubeletRoot, "pods", string(pod.UID))
+	if err := os.MkdirAll(filepath.Join(containerDisks, "root"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(sockets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(disk, filepath.Join(containerDisks, "root", "disk.img")); err != nil {
+		t.Fatal(err)
+	}
+	// Like a container runtime, give the compute container its volumes at
+	// the paths of the pod spec, in a mount namespace of its own; the
+	// command line is the pod's, unchanged.
+	mounts := map[string]string{
+		sockets:                            "/var/run/kubevirt/sockets",
+		containerDisks:                     "/var/run/kubevirt/container-disks",
+		filepath.Join(podDir, "ephemeral"): "/var/run/kubevirt-ephemeral-disks",
+		filepath.Join(podDir, "libvirt"):   "/var/run/kubevirt-private/libvirt",
+	}
+	var script strings.Builder
+	script.WriteString("set -e; mount --make-rprivate /\n")
+	for src, dst := range mounts {
+		for _, d := range []string{src, dst} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Fprintf(&script, "mount --bind %q %q\n", src, dst)
+	}
+	script.WriteString(`exec "$0" "$@"` + "\n")
+	bin, err := framework.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"-c", script.String(), bin, "virt-launcher"}, pod.Spec.Containers[0].Command[1:]...)
+	args = append(args, "--private-libvirt")
+	cmd := exec.Command("/bin/sh", args...)
+	logFile, err := os.Create(filepath.Join(podDir, "compute.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Unshareflags: syscall.CLONE_NEWNS}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_, _ = cmd.Process.Wait()
+		logFile.Close()
+		if t.Failed() {
+			body, _ := os.ReadFile(logFile.Name())
+			t.Logf("launcher log:\n%s", body)
+		}
+	})
+	kubeletStatus(t, s, pod, func(st *corev1.PodStatus) {
+		st.Phase = corev1.PodRunning
+		st.ContainerStatuses = []corev1.ContainerStatus{
+			{Name: "compute", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+			{Name: "volumeroot", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+		}
+		st.Conditions = append(st.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
+	})
+	return cmd
+}
+
+func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) {
+	t.Helper()
+	bin, err := framework.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "virt-handler.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "virt-handler", "--kubeconfig", s.Kubeconfig, "--node-name", node, "--kubelet-root", kubeletRoot)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _, _ = cmd.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		logFile.Close()
+		if t.Failed() {
+			body, _ := os.ReadFile(logPath)
+			t.Logf("virt-handler log:\n%s", body)
+		}
+	})
+}
+
+// A VMI runs a real guest through virt-controller, virt-handler and
+// virt-launcher: Running and Ready, then the guest powers itself off and the
+// VMI is Succeeded. The test stands in for kubelet on a worker node.
+func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
+	disk, err := guest.Disk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := shared
+	kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
+		"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
+	ns := s.Namespace(t)
+	worker(t, s, "worker-guest")
+	kubeletRoot := t.TempDir()
+	startHandler(t, s, "worker-guest", kubeletRoot)
+	c := crClient(t, s)
+
+	v := newVMI(ns, "guest", "worker-guest", "registry.invalid/test-guest:1")
+	v.Spec.Domain.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("128Mi")
+	if err := c.Create(ctxT(t, time.Minute), v); err != nil {
+		t.Fatal(err)
+	}
+	v = waitVMI(t, c, ns, "guest", "Scheduling", func(v *virtv1.VirtualMachineInstance) bool { return v.Status.Phase == virtv1.Scheduling })
+	pod := launcherPodOf(t, s, v)
+	kubeletRunLauncher(t, s, pod, kubeletRoot, disk)
+
+	v = waitVMI(t, c, ns, "guest", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
+		r := readyCondition(v)
+		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
+	})
+	if v.Status.NodeName != "worker-guest" || v.Labels[virtv1.NodeNameLabel] != "worker-guest" {
+		t.Errorf("nodeName %q, label %q; want worker-guest", v.Status.NodeName, v.Labels[virtv1.NodeNameLabel])
+	}
+	emulated := false
+	for _, cond := range v.Status.Conditions {
+		emulated = emulated || (cond.Type == virtv1.VirtualMachineInstanceSoftwareEmulation && cond.Status == corev1.ConditionTrue)
+	}
+	if handler.KVMUsable() != nil && !emulated {
+		t.Errorf("no SoftwareEmulation condition on a node without usable KVM: %+v", v.Status.Conditions)
+	}
+	out := kubectl(t, s, "", "get", "vmi", "guest", "-n", ns)
+	if !strings.Contains(out, "Running") || !strings.Contains(out, "True") {
+		t.Errorf("kubectl get vmi:\n%s", out)
+	}
+
+	// The guest's console, from the pod's sockets dir.
+	console, err := launcherrpc.DialUnix(ctxT(t, time.Minute), filepath.Join(handler.PodDirs{KubeletRoot: kubeletRoot}.EmptyDir(pod.UID, "sockets"), domain.SerialSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer console.Close()
+	_ = console.SetDeadline(time.Now().Add(3 * time.Minute))
+	sc := bufio.NewScanner(console)
+	ready := false
+	for !ready && sc.Scan() {
+		ready = strings.Contains(sc.Text(), guest.ReadyMarker)
+	}
+	if !ready {
+		t.Fatal("no ready marker on the guest console")
+	}
+	// The user powers the guest off from inside: the VMI is Succeeded.
+	if _, err := console.Write([]byte("\n/sbin/poweroff -f\n")); err != nil {
+		t.Fatal(err)
+	}
+	v = waitVMI(t, c, ns, "guest", "Succeeded", func(v *virtv1.VirtualMachineInstance) bool { return v.Status.Phase == virtv1.Succeeded })
+	if r := readyCondition(v); r == nil || r.Status != corev1.ConditionFalse {
+		t.Errorf("Ready of a finished VMI = %+v", r)
+	}
+	var phases []string
+	for _, p := range v.Status.PhaseTransitionTimestamps {
+		phases = append(phases, string(p.Phase))
+	}
+	if strings.Join(phases, ",") != "Pending,Scheduling,Scheduled,Running,Succeeded" {
+		t.Errorf("phases = %v", phases)
+	}
+}
+
+// Without usable KVM and without useEmulation, the VMI fails and says how
+// to fix it.
+func TestVMIFailsWithoutKVMUnlessEmulationAllowed(t *testing.T) {
+	if handler.KVMUsable() == nil {
+		t.Skip("this node has usable KVM")
+	}
+	s := framework.Start(t)
+	ns := s.Namespace(t)
+	worker(t, s, "worker-nokvm")
+	kubeletRoot := t.TempDir()
+	startHandler(t, s, "worker-nokvm", kubeletRoot)
+	c := crClient(t, s)
+	disk, err := guest.Disk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctxT(t, time.Minute), newVMI(ns, "nokvm", "worker-nokvm", "registry.invalid/test-guest:1")); err != nil {
+		t.Fatal(err)
+	}
+	v := waitVMI(t, c, ns, "nokvm", "Scheduling", func(v *virtv1.VirtualMachineInstance) bool { return v.Status.Phase == virtv1.Scheduling })
+	kubeletRunLauncher(t, s, launcherPodOf(t, s, v), kubeletRoot, disk)
+	v = waitVMI(t, c, ns, "nokvm", "Failed/KVMUnavailable", func(v *virtv1.VirtualMachineInstance) bool {
+		return v.Status.Phase == virtv1.Failed && v.Status.Reason == handler.ReasonKVMUnavailable
+	})
+	if r := readyCondition(v); r == nil || !strings.Contains(r.Message, "useEmulation: true") {
+		t.Errorf("the reason does not say how to fix it: %+v", r)
+	}
+}
