@@ -72,6 +72,7 @@ type ControlPlane struct {
 	scheduler *scheduler
 
 	restConfig *rest.Config
+	ca         *authority
 
 	stopAPI, stopRest context.CancelFunc
 	apiDone, restDone chan struct{}
@@ -156,6 +157,7 @@ func (cp *ControlPlane) writePKI() (pkiFiles, error) {
 	if err != nil {
 		return f, err
 	}
+	cp.ca = ca
 	f.CA, f.CAKey = ca.CertFile, filepath.Join(dir, "ca.key")
 	frontProxy, err := loadOrCreateCA(dir, "front-proxy-ca", "virtkube-front-proxy-ca")
 	if err != nil {
@@ -303,6 +305,16 @@ func (cp *ControlPlane) schedulerArgs(f pkiFiles) map[string]string {
 		"profiling":    "false",
 		"secure-port":  "0",
 	}
+}
+
+// CAFile is the cluster CA's certificate.
+func (cp *ControlPlane) CAFile() string { return cp.ca.CertFile }
+
+// IssueCertificate signs a fresh certificate of the cluster CA for a
+// virtkube component (e.g. virt-handler's console server, virt-api's client
+// identity) and writes it as <pki>/<name>.{crt,key}.
+func (cp *ControlPlane) IssueCertificate(name, commonName string, server bool, dnsNames []string, ips []net.IP) (certFile, keyFile string, err error) {
+	return cp.ca.issue(cp.cfg.pkiDir(), leaf{Name: name, CommonName: commonName, Server: server, Client: !server, DNSNames: dnsNames, IPs: ips})
 }
 
 // RESTConfig is an admin client configuration for in-process users.

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,13 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	virtv1 "kubevirt.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/domain"
 	"github.com/virtkube/virtkube/internal/handler"
-	"github.com/virtkube/virtkube/internal/launcherrpc"
 	"github.com/virtkube/virtkube/test/framework"
 	"github.com/virtkube/virtkube/test/guest"
 )
@@ -98,8 +100,17 @@ func kubeletRunLauncher(t *testing.T, s *framework.Server, pod *corev1.Pod, kube
 	return cmd
 }
 
-func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) {
+// startHandler runs a standalone virt-handler for node, its console server
+// on a free loopback port with the server's certificates; it returns the
+// console address.
+func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) string {
 	t.Helper()
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	consoleAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	pki := filepath.Join(s.DataDir, "pki")
 	bin, err := framework.Binary()
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +120,10 @@ func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "virt-handler", "--kubeconfig", s.Kubeconfig, "--node-name", node, "--kubelet-root", kubeletRoot)
+	cmd := exec.Command(bin, "virt-handler", "--kubeconfig", s.Kubeconfig, "--node-name", node, "--kubelet-root", kubeletRoot,
+		"--console-address", consoleAddr,
+		"--tls-cert-file", filepath.Join(pki, "virt-handler.crt"), "--tls-key-file", filepath.Join(pki, "virt-handler.key"),
+		"--client-ca-file", filepath.Join(pki, "ca.crt"))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -130,6 +144,49 @@ func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) {
 			t.Logf("virt-handler log:\n%s", body)
 		}
 	})
+	return consoleAddr
+}
+
+// dialConsole opens a VMI's console on virt-handler as virt-api does:
+// websocket, subprotocol plain.kubevirt.io, client certificate.
+func dialConsole(t *testing.T, s *framework.Server, consoleAddr, certName, ns, name string) (*websocket.Conn, error) {
+	t.Helper()
+	pki := filepath.Join(s.DataDir, "pki")
+	caPEM, err := os.ReadFile(filepath.Join(pki, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if certName != "" {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(pki, certName+".crt"), filepath.Join(pki, certName+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	d := websocket.Dialer{TLSClientConfig: cfg, Subprotocols: []string{handler.PlainSubprotocol}, HandshakeTimeout: 10 * time.Second}
+	ws, _, err := d.Dial(fmt.Sprintf("wss://%s/v1/namespaces/%s/virtualmachineinstances/%s/console", consoleAddr, ns, name), nil)
+	return ws, err
+}
+
+// wsLines turns a console websocket into lines.
+func wsLines(ws *websocket.Conn) *bufio.Scanner {
+	r, w := io.Pipe()
+	go func() {
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				w.CloseWithError(err)
+				return
+			}
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	return bufio.NewScanner(r)
 }
 
 // A VMI runs a real guest through virt-controller, virt-handler and
@@ -146,7 +203,7 @@ func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
 	ns := s.Namespace(t)
 	worker(t, s, "worker-guest")
 	kubeletRoot := t.TempDir()
-	startHandler(t, s, "worker-guest", kubeletRoot)
+	consoleAddr := startHandler(t, s, "worker-guest", kubeletRoot)
 	c := crClient(t, s)
 
 	v := newVMI(ns, "guest", "worker-guest", "registry.invalid/test-guest:1")
@@ -177,14 +234,26 @@ func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
 		t.Errorf("kubectl get vmi:\n%s", out)
 	}
 
-	// The guest's console, from the pod's sockets dir.
-	console, err := launcherrpc.DialUnix(ctxT(t, time.Minute), filepath.Join(handler.PodDirs{KubeletRoot: kubeletRoot}.EmptyDir(pod.UID, "sockets"), domain.SerialSocket))
+	// The guest's console through virt-handler's console server, as
+	// virt-api reaches it; only virt-api's certificate opens it.
+	if ws, err := dialConsole(t, s, consoleAddr, "admin", ns, "guest"); err == nil {
+		ws.Close()
+		t.Error("virt-handler opened a console for a certificate that is not virt-api's")
+	}
+	if ws, err := dialConsole(t, s, consoleAddr, "", ns, "guest"); err == nil {
+		ws.Close()
+		t.Error("virt-handler opened a console without a client certificate")
+	}
+	console, err := dialConsole(t, s, consoleAddr, "virt-api-client", ns, "guest")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer console.Close()
-	_ = console.SetDeadline(time.Now().Add(3 * time.Minute))
-	sc := bufio.NewScanner(console)
+	if console.Subprotocol() != handler.PlainSubprotocol {
+		t.Errorf("subprotocol = %q, want %s", console.Subprotocol(), handler.PlainSubprotocol)
+	}
+	_ = console.SetReadDeadline(time.Now().Add(3 * time.Minute))
+	sc := wsLines(console)
 	ready := false
 	for !ready && sc.Scan() {
 		ready = strings.Contains(sc.Text(), guest.ReadyMarker)
@@ -193,7 +262,7 @@ func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
 		t.Fatal("no ready marker on the guest console")
 	}
 	// The user powers the guest off from inside: the VMI is Succeeded.
-	if _, err := console.Write([]byte("\n/sbin/poweroff -f\n")); err != nil {
+	if err := console.WriteMessage(websocket.BinaryMessage, []byte("\n/sbin/poweroff -f\n")); err != nil {
 		t.Fatal(err)
 	}
 	v = waitVMI(t, c, ns, "guest", "Succeeded", func(v *virtv1.VirtualMachineInstance) bool { return v.Status.Phase == virtv1.Succeeded })

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/virtkube/virtkube/test/framework"
 )
 
@@ -20,6 +23,8 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// Tests use controller-runtime's client; its log goes nowhere.
+	ctrllog.SetLogger(logr.Discard())
 	dir, err := os.MkdirTemp("", "virtkube-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -32,6 +32,10 @@ type Options struct {
 	KubeletRoot string
 	// MetricsAddr serves /metrics; "0" disables it.
 	MetricsAddr string
+	// ConsoleAddr serves VMI consoles to virt-api; with no TLS files the
+	// console server is off.
+	ConsoleAddr string
+	ConsoleTLS  handler.ConsoleTLS
 }
 
 // Validate names the first bad option.
@@ -41,6 +45,10 @@ func (o *Options) Validate() error {
 	}
 	if o.KubeletRoot == "" {
 		return errors.New("--kubelet-root must be set")
+	}
+	t := o.ConsoleTLS
+	if (t.CertFile == "") != (t.KeyFile == "") || (t.CertFile != "" && t.ClientCAFile == "") {
+		return errors.New("--tls-cert-file, --tls-key-file and --client-ca-file go together")
 	}
 	return nil
 }
@@ -79,7 +87,20 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	if err := markSchedulable(ctx, cfg, o.NodeName); err != nil {
 		return err
 	}
-	return mgr.Start(ctx)
+	errs := make(chan error, 2)
+	if o.ConsoleTLS.CertFile != "" {
+		consoles := &handler.ConsoleServer{Client: mgr.GetAPIReader(), NodeName: o.NodeName, Pods: r.Pods}
+		go func() { errs <- handler.ServeConsoles(ctx, o.ConsoleAddr, consoles, o.ConsoleTLS) }()
+	} else {
+		klog.FromContext(ctx).Info("console server off: no --tls-cert-file")
+	}
+	go func() { errs <- mgr.Start(ctx) }()
+	select {
+	case err := <-errs:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // markSchedulable labels the node kubevirt.io/schedulable=true, as KubeVirt's

@@ -2,6 +2,7 @@ package virtkube
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/virtkube/virtkube/internal/app/virtcontroller"
 	"github.com/virtkube/virtkube/internal/app/virthandler"
+	"github.com/virtkube/virtkube/internal/handler"
 	"github.com/virtkube/virtkube/internal/noderuntime"
 )
 
@@ -46,7 +48,8 @@ func newVirtControllerCommand() *cobra.Command {
 }
 
 func newVirtHandlerCommand() *cobra.Command {
-	o := &virthandler.Options{NodeName: noderuntime.DefaultName(), KubeletRoot: "/var/lib/kubelet", MetricsAddr: "0"}
+	o := &virthandler.Options{NodeName: noderuntime.DefaultName(), KubeletRoot: "/var/lib/kubelet", MetricsAddr: "0",
+		ConsoleAddr: fmt.Sprintf(":%d", handler.ConsolePort)}
 	var kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "virt-handler",
@@ -66,6 +69,10 @@ func newVirtHandlerCommand() *cobra.Command {
 	f.StringVar(&o.NodeName, "node-name", o.NodeName, "the node this handler serves")
 	f.StringVar(&o.KubeletRoot, "kubelet-root", o.KubeletRoot, "kubelet's root directory, where pods keep their volumes")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics; 0 disables it")
+	f.StringVar(&o.ConsoleAddr, "console-address", o.ConsoleAddr, "address the console server listens on")
+	f.StringVar(&o.ConsoleTLS.CertFile, "tls-cert-file", "", "console server certificate")
+	f.StringVar(&o.ConsoleTLS.KeyFile, "tls-key-file", "", "console server key")
+	f.StringVar(&o.ConsoleTLS.ClientCAFile, "client-ca-file", "", "CA of the client certificates allowed to open consoles (virt-api's)")
 	return cmd
 }
 

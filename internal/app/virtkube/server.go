@@ -18,6 +18,7 @@ import (
 	"github.com/virtkube/virtkube/internal/app/virtcontroller"
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/controlplane"
+	"github.com/virtkube/virtkube/internal/handler"
 	"github.com/virtkube/virtkube/internal/noderuntime"
 )
 
@@ -139,6 +140,15 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	// Ready means a pod can be scheduled: wait for the node lifecycle
 	// controller to lift the not-ready taint the apiserver put on the Node.
 	if err := node.WaitSchedulable(ctx, time.Minute); err != nil {
+		return err
+	}
+
+	// Identities of the console path: virt-handler serves, virt-api calls.
+	if _, _, err := cp.IssueCertificate("virt-handler", "virt-handler", true,
+		[]string{"localhost", o.NodeName}, []net.IP{net.IPv4(127, 0, 0, 1), cp.NodeIP}); err != nil {
+		return err
+	}
+	if _, _, err := cp.IssueCertificate("virt-api-client", handler.ConsoleClientName, false, nil, nil); err != nil {
 		return err
 	}
 
