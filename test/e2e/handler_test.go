@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -102,8 +103,8 @@ func kubeletRunLauncher(t *testing.T, s *framework.Server, pod *corev1.Pod, kube
 
 // startHandler runs a standalone virt-handler for node, its console server
 // on a free loopback port with the server's certificates; it returns the
-// console address.
-func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) string {
+// console address and a function that kills the handler at once.
+func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) (string, func()) {
 	t.Helper()
 	port, err := framework.FreePort()
 	if err != nil {
@@ -129,10 +130,14 @@ func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) s
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(done) }()
+	kill := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _, _ = cmd.Process.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
@@ -144,7 +149,7 @@ func startHandler(t *testing.T, s *framework.Server, node, kubeletRoot string) s
 			t.Logf("virt-handler log:\n%s", body)
 		}
 	})
-	return consoleAddr
+	return consoleAddr, kill
 }
 
 // dialConsole opens a VMI's console on virt-handler as virt-api does:
@@ -203,7 +208,7 @@ func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
 	ns := s.Namespace(t)
 	worker(t, s, "worker-guest")
 	kubeletRoot := t.TempDir()
-	consoleAddr := startHandler(t, s, "worker-guest", kubeletRoot)
+	consoleAddr, killHandler := startHandler(t, s, "worker-guest", kubeletRoot)
 	c := crClient(t, s)
 
 	v := newVMI(ns, "guest", "worker-guest", "registry.invalid/test-guest:1")
@@ -260,6 +265,36 @@ func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
 	}
 	if !ready {
 		t.Fatal("no ready marker on the guest console")
+	}
+
+	// virt-handler crashes and comes back: the guest keeps running, the
+	// new handler finds it again.
+	console.Close()
+	killHandler()
+	consoleAddr, _ = startHandler(t, s, "worker-guest", kubeletRoot)
+	framework.Eventually(t, time.Minute, 200*time.Millisecond, func(context.Context) (bool, string) {
+		c, err := dialConsole(t, s, consoleAddr, "virt-api-client", ns, "guest")
+		if err != nil {
+			return false, err.Error()
+		}
+		console = c
+		return true, ""
+	})
+	defer console.Close()
+	if err := console.WriteMessage(websocket.BinaryMessage, []byte("\necho still-$((40+2))\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = console.SetReadDeadline(time.Now().Add(time.Minute))
+	sc = wsLines(console)
+	alive := false
+	for !alive && sc.Scan() {
+		alive = strings.Contains(sc.Text(), "still-42")
+	}
+	if !alive {
+		t.Fatal("the guest does not answer on its console after virt-handler restarted")
+	}
+	if got := waitVMI(t, c, ns, "guest", "Running", func(v *virtv1.VirtualMachineInstance) bool { return true }); got.Status.Phase != virtv1.Running {
+		t.Fatalf("after a virt-handler restart the VMI is %s", got.Status.Phase)
 	}
 	// The user powers the guest off from inside: the VMI is Succeeded.
 	if err := console.WriteMessage(websocket.BinaryMessage, []byte("\n/sbin/poweroff -f\n")); err != nil {
