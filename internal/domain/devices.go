@@ -75,6 +75,7 @@ func configureConsole(v *virtv1.VirtualMachineInstance, c *Context, d *libvirtxm
 	d.Devices.Serials = append(d.Devices.Serials, libvirtxml.DomainSerial{
 		Source: source,
 		Target: &libvirtxml.DomainSerialTarget{Port: &port},
+		Log:    &libvirtxml.DomainChardevLog{File: filepath.Join(c.SocketsDir, SerialLog), Append: "on"},
 		Alias:  &libvirtxml.DomainAlias{Name: "serial0"},
 	})
 	d.Devices.Consoles = append(d.Devices.Consoles, libvirtxml.DomainConsole{

@@ -22,7 +22,8 @@ type Context struct {
 	// Interfaces maps each network name to the tap device on the pod side.
 	// An interface whose network is missing here is left out.
 	Interfaces map[string]InterfaceBackend
-	// SocketsDir holds the serial console and VNC sockets.
+	// SocketsDir holds the serial console and VNC sockets, and a copy of
+	// everything the guest prints on its serial console (SerialLog).
 	SocketsDir string
 	// EFIFirmware is the OVMF code image; empty when none is installed.
 	EFIFirmware string
@@ -53,6 +54,9 @@ type InterfaceBackend struct {
 const (
 	SerialSocket = "serial0"
 	VNCSocket    = "vnc"
+	// SerialLog keeps the console output even when nobody is connected,
+	// like KubeVirt's guest-console-log.
+	SerialLog = "serial0.log"
 )
 
 // Name is the libvirt name of vmi's domain, as KubeVirt names it.

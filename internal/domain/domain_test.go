@@ -73,6 +73,7 @@ func TestConvertSeedVMI(t *testing.T) {
 		`<mac address="5e:04:61:17:c1:c9">`,
 		`<model type="virtio">`,
 		`<source mode="bind" path="/var/run/kubevirt/sockets/serial0">`,
+		`<log file="/var/run/kubevirt/sockets/serial0.log" append="on">`,
 		`<listen type="socket" socket="/var/run/kubevirt/sockets/vnc">`,
 		`<memballoon model="virtio">`,
 	} {

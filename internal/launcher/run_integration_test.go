@@ -143,6 +143,11 @@ spec:
 		}
 	}
 
+	// The console is also kept in a log file for later reading.
+	if log, err := os.ReadFile(filepath.Join(cfg.SocketsDir, domain.SerialLog)); err != nil || !strings.Contains(string(log), guest.ReadyMarker) {
+		t.Errorf("serial log lacks the ready marker: %v", err)
+	}
+
 	// The pod ends: the guest powers off by itself, Run returns cleanly.
 	endPod()
 	poweredOff := false
