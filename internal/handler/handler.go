@@ -178,9 +178,9 @@ func (r *Reconciler) reconcileRunning(ctx context.Context, v *virtv1.VirtualMach
 		last, ok := r.last[v.UID]
 		r.mu.Unlock()
 		if !ok {
-			// Unreachable and never heard from: look again shortly; if the
-			// pod is gone, virt-controller ends the VMI.
-			return ctrl.Result{RequeueAfter: time.Second}, nil
+			// Unreachable and never heard from (the guest may have ended
+			// while virt-handler was down): the pod tells how it ended.
+			return r.reconcileFromPod(ctx, v, now)
 		}
 		st = &last
 	}
@@ -203,6 +203,30 @@ func (r *Reconciler) reconcileRunning(ctx context.Context, v *virtv1.VirtualMach
 	}
 	r.watch(v, socket)
 	return ctrl.Result{}, nil
+}
+
+// reconcileFromPod ends a VMI whose launcher cannot be reached by what its
+// pod says: a launcher that exited 0 saw its guest power off.
+func (r *Reconciler) reconcileFromPod(ctx context.Context, v *virtv1.VirtualMachineInstance, now metav1.Time) (ctrl.Result, error) {
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(v.Namespace), client.MatchingLabels{virtv1.CreatedByLabel: string(v.UID)}); err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, p := range pods.Items {
+		if v.Status.ActivePods[p.UID] != r.NodeName {
+			continue
+		}
+		switch p.Status.Phase {
+		case corev1.PodSucceeded:
+			vmistatus.SetPhase(&v.Status, virtv1.Succeeded, now)
+			setCondition(v, virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, virtv1.GuestNotRunningReason, "the guest powered off", now)
+			return ctrl.Result{}, nil
+		case corev1.PodFailed:
+			fail(v, ReasonLauncherGone, "the launcher pod failed: "+p.Status.Message, now)
+			return ctrl.Result{}, nil
+		}
+	}
+	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
 // watch follows a launcher's domain events and enqueues the VMI on each.

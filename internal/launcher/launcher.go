@@ -56,6 +56,7 @@ type Launcher struct {
 	status   launcherrpc.DomainStatus
 	watchers map[chan launcherrpc.DomainStatus]struct{}
 	ended    chan struct{} // closed when a started domain has ended
+	closing  chan struct{} // closed when Run is about to return
 	stopping bool
 }
 
@@ -89,9 +90,12 @@ func Run(ctx context.Context, cfg Config) error {
 		status:   launcherrpc.DomainStatus{State: string(StateGone)},
 		watchers: map[chan launcherrpc.DomainStatus]struct{}{},
 		ended:    make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
 	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	// Watchers get the final status, then the server stops.
 	defer stopServing()
+	defer close(l.closing)
 	socket := filepath.Join(cfg.SocketsDir, launcherrpc.SocketName)
 	served := make(chan error, 1)
 	go func() { served <- launcherrpc.Serve(serveCtx, socket, l) }()
@@ -282,6 +286,20 @@ func (l *Launcher) Watch(_ *launcherrpc.Empty, stream grpc.ServerStreamingServer
 		case st := <-ch:
 			if err := stream.Send(&st); err != nil {
 				return err
+			}
+		case <-l.closing:
+			for {
+				select {
+				case st := <-ch:
+					if err := stream.Send(&st); err != nil {
+						return err
+					}
+				default:
+					l.mu.Lock()
+					final := l.status
+					l.mu.Unlock()
+					return stream.Send(&final)
+				}
 			}
 		}
 	}

@@ -75,7 +75,8 @@ type Server interface {
 	Shutdown(context.Context, *ShutdownRequest) (*Empty, error)
 	Kill(context.Context, *Empty) (*Empty, error)
 	GetDomain(context.Context, *Empty) (*DomainStatus, error)
-	// Watch sends the domain's status now and on every change.
+	// Watch sends the domain's status now and on every change; it returns
+	// once the launcher is done, after sending the final status.
 	Watch(*Empty, grpc.ServerStreamingServer[DomainStatus]) error
 }
 
@@ -128,7 +129,15 @@ func Serve(ctx context.Context, path string, impl Server) error {
 	s.RegisterService(&serviceDesc, impl)
 	go func() {
 		<-ctx.Done()
-		s.Stop()
+		// Let answers in flight (a Watch's last status above all) reach
+		// their clients; streams must end by themselves (see Server).
+		done := make(chan struct{})
+		go func() { s.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			s.Stop()
+		}
 	}()
 	if err := s.Serve(l); err != nil && ctx.Err() == nil {
 		return err

@@ -1,6 +1,3 @@
-// Package noderuntime is what kubelet does for this machine when virtkube
-// runs as one binary: it registers the machine as a Node, keeps it Ready with
-// heartbeats, and (as later parts land) runs the pods bound to it.
 package noderuntime
 
 import (

@@ -83,6 +83,8 @@ func kubeletRunLauncher(t *testing.T, s *framework.Server, pod *corev1.Pod, kube
 	}
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// libvirtd starts QEMU in a session of its own: find it by name.
+		_ = exec.Command("pkill", "-KILL", "-f", "guest="+pod.Namespace+"_"+pod.Labels["vmi.kubevirt.io/id"]+",").Run()
 		_, _ = cmd.Process.Wait()
 		logFile.Close()
 		if t.Failed() {

@@ -102,7 +102,9 @@ func newVMI(ns, name, node, image string) *virtv1.VirtualMachineInstance {
 func waitVMI(t *testing.T, c client.Client, ns, name, what string, check func(*virtv1.VirtualMachineInstance) bool) *virtv1.VirtualMachineInstance {
 	t.Helper()
 	vmi := &virtv1.VirtualMachineInstance{}
-	framework.Eventually(t, time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, string) {
+	// Generous: guests boot under software emulation on a 2-core machine
+	// that the rest of the suite keeps busy.
+	framework.Eventually(t, 3*time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, string) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, vmi); err != nil {
 			return false, err.Error()
 		}
@@ -123,7 +125,7 @@ func readyCondition(vmi *virtv1.VirtualMachineInstance) *virtv1.VirtualMachineIn
 func launcherPodOf(t *testing.T, s *framework.Server, vmi *virtv1.VirtualMachineInstance) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
-	framework.Eventually(t, time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 3*time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, string) {
 		pods, err := s.Client.CoreV1().Pods(vmi.Namespace).List(ctx, metav1.ListOptions{LabelSelector: virtv1.CreatedByLabel + "=" + string(vmi.UID)})
 		if err != nil || len(pods.Items) != 1 {
 			return false, fmt.Sprintf("want one launcher pod, have %d (%v)", len(pods.Items), err)

@@ -79,10 +79,11 @@ func FreePort() (int, error) {
 
 // Server is one running `virtkube server`.
 type Server struct {
-	DataDir    string
-	APIPort    int
-	Kubeconfig string
-	Args       []string
+	DataDir     string
+	APIPort     int
+	ConsolePort int
+	Kubeconfig  string
+	Args        []string
 
 	Client     kubernetes.Interface
 	RESTConfig *rest.Config
@@ -109,13 +110,18 @@ func NewServer(dataDir string, extraArgs ...string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	consolePort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
-		DataDir:    dataDir,
-		APIPort:    port,
-		Kubeconfig: filepath.Join(dataDir, "kubeconfig"),
-		Args:       extraArgs,
-		bin:        bin,
-		logPath:    filepath.Join(dataDir, "virtkube.log"),
+		DataDir:     dataDir,
+		APIPort:     port,
+		ConsolePort: consolePort,
+		Kubeconfig:  filepath.Join(dataDir, "kubeconfig"),
+		Args:        extraArgs,
+		bin:         bin,
+		logPath:     filepath.Join(dataDir, "virtkube.log"),
 	}, nil
 }
 
@@ -125,7 +131,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"server", "--data-dir", s.DataDir, "--api-port", strconv.Itoa(s.APIPort)}, s.Args...)
+	args := append([]string{"server", "--data-dir", s.DataDir, "--api-port", strconv.Itoa(s.APIPort),
+		"--console-port", strconv.Itoa(s.ConsolePort)}, s.Args...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stderr = logFile
 	stdout, err := cmd.StdoutPipe()

@@ -32,11 +32,14 @@ type Options struct {
 	MetricsAddr string
 }
 
-// DefaultLauncherImage is the launcher image of this version. The local node
-// runtime of `virtkube server` runs it from its own binary; a real cluster
-// pulls it.
+// LauncherImagePrefix starts virtkube's own launcher image names. The local
+// node runtime of `virtkube server` runs such images from its own binary; a
+// real cluster pulls them.
+const LauncherImagePrefix = "virtkube.local/virt-launcher:"
+
+// DefaultLauncherImage is the launcher image of this version.
 func DefaultLauncherImage() string {
-	return "virtkube.local/virt-launcher:" + version.Version
+	return LauncherImagePrefix + version.Version
 }
 
 // LauncherCommand starts virt-launcher inside the launcher image.

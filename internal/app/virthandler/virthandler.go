@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -70,6 +72,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 		HealthProbeBindAddress: "0",
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&virtv1.VirtualMachineInstance{}: {Label: onThisNode},
+			&corev1.Pod{}:                    {Field: fields.OneTermEqualSelector("spec.nodeName", o.NodeName)},
 		}},
 	})
 	if err != nil {

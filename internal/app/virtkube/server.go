@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -16,10 +18,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/virtkube/virtkube/internal/app/virtcontroller"
+	"github.com/virtkube/virtkube/internal/app/virthandler"
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/controlplane"
 	"github.com/virtkube/virtkube/internal/handler"
 	"github.com/virtkube/virtkube/internal/noderuntime"
+	"github.com/virtkube/virtkube/internal/noderuntime/image"
 )
 
 // ServerOptions are the flags of `virtkube server`.
@@ -31,6 +35,8 @@ type ServerOptions struct {
 	ServiceCIDR string
 	ClusterCIDR string
 	PodCIDR     string
+	Bridge      string
+	ConsolePort int
 }
 
 // NewServerOptions returns the defaults.
@@ -43,6 +49,8 @@ func NewServerOptions() *ServerOptions {
 		ServiceCIDR: "10.96.0.0/16",
 		ClusterCIDR: "10.244.0.0/16",
 		PodCIDR:     "10.244.0.0/24",
+		Bridge:      noderuntime.DefaultBridge,
+		ConsolePort: handler.ConsolePort,
 	}
 }
 
@@ -61,6 +69,9 @@ func (o *ServerOptions) Validate() error {
 	podIP, _, err := net.ParseCIDR(o.PodCIDR)
 	if err != nil {
 		return fmt.Errorf("--pod-cidr %q: %w", o.PodCIDR, err)
+	}
+	if o.ConsolePort < 1 || o.ConsolePort > 65535 {
+		return fmt.Errorf("--console-port %d: must be between 1 and 65535", o.ConsolePort)
 	}
 	if !cluster.Contains(podIP) {
 		return fmt.Errorf("--pod-cidr %s: must lie inside --cluster-cidr %s", o.PodCIDR, o.ClusterCIDR)
@@ -105,6 +116,8 @@ again on the same directory keeps every object.`,
 	f.StringVar(&o.ServiceCIDR, "service-cidr", o.ServiceCIDR, "range Service ClusterIPs are allocated from")
 	f.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "range all pod addresses come from")
 	f.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "this node's pod address range, inside --cluster-cidr")
+	f.StringVar(&o.Bridge, "bridge", o.Bridge, "host bridge the pods of this node are attached to")
+	f.IntVar(&o.ConsolePort, "console-port", o.ConsolePort, "loopback port of virt-handler's console server")
 	return cmd
 }
 
@@ -144,20 +157,58 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	}
 
 	// Identities of the console path: virt-handler serves, virt-api calls.
-	if _, _, err := cp.IssueCertificate("virt-handler", "virt-handler", true,
-		[]string{"localhost", o.NodeName}, []net.IP{net.IPv4(127, 0, 0, 1), cp.NodeIP}); err != nil {
+	handlerCert, handlerKey, err := cp.IssueCertificate("virt-handler", "virt-handler", true,
+		[]string{"localhost", o.NodeName}, []net.IP{net.IPv4(127, 0, 0, 1), cp.NodeIP})
+	if err != nil {
 		return err
 	}
 	if _, _, err := cp.IssueCertificate("virt-api-client", handler.ConsoleClientName, false, nil, nil); err != nil {
 		return err
 	}
 
-	components := make(chan error, 1)
-	go func() {
-		if err := virtcontroller.Run(ctx, cfg, virtcontroller.NewOptions()); err != nil && ctx.Err() == nil {
-			components <- fmt.Errorf("virt-controller: %w", err)
-		}
-	}()
+	// This machine's node: the pod runtime and virt-handler.
+	kubeletRoot := filepath.Join(o.DataDir, "kubelet")
+	images, err := image.New(filepath.Join(o.DataDir, "images"))
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	rt, err := noderuntime.NewRuntime(noderuntime.RuntimeConfig{
+		NodeName: o.NodeName, PodCIDR: o.PodCIDR, Bridge: o.Bridge, NodeIP: cp.NodeIP,
+		KubeletRoot: kubeletRoot, Images: images, Binary: self,
+		LauncherImagePrefix: virtcontroller.LauncherImagePrefix, Client: client,
+	})
+	if err != nil {
+		return err
+	}
+
+	components := make(chan error, 3)
+	run := func(name string, f func() error) {
+		go func() {
+			if err := f(); err != nil && ctx.Err() == nil {
+				components <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	run("pod runtime", func() error { return rt.Run(ctx) })
+	run("virt-controller", func() error { return virtcontroller.Run(ctx, cfg, virtcontroller.NewOptions()) })
+	run("virt-handler", func() error {
+		return virthandler.Run(ctx, cfg, &virthandler.Options{
+			NodeName: o.NodeName, KubeletRoot: kubeletRoot, MetricsAddr: "0",
+			ConsoleAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.ConsolePort)),
+			ConsoleTLS:  handler.ConsoleTLS{CertFile: handlerCert, KeyFile: handlerKey, ClientCAFile: cp.CAFile()},
+		})
+	})
+	select {
+	case <-rt.Ready():
+	case err := <-components:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
 
 	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)
 	fmt.Fprintf(out, "virtkube is ready (%s).\nkubeconfig: %s\n  export KUBECONFIG=%s\n",

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -72,7 +74,9 @@ func NewCommand() *cobra.Command {
 			}
 			// SIGTERM (the pod is deleted) cancels the context: the guest
 			// is powered off within the grace period.
-			ctx := klog.NewContext(cmd.Context(), klog.Background().WithName("virt-launcher"))
+			sctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			ctx := klog.NewContext(sctx, klog.Background().WithName("virt-launcher"))
 			return launcher.Run(ctx, cfg)
 		},
 	}

@@ -2,6 +2,7 @@ package vmi
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -137,9 +138,9 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "virt-launcher-" + vmi.Name + "-",
-			Namespace:    vmi.Namespace,
-			Labels:       labels,
+			Name:      LauncherPodName(vmi),
+			Namespace: vmi.Namespace,
+			Labels:    labels,
 			Annotations: map[string]string{
 				virtv1.DomainAnnotation:                   vmi.Name,
 				"kubectl.kubernetes.io/default-container": ComputeContainer,
@@ -179,6 +180,27 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 		pod.Spec.Containers = append(pod.Spec.Containers, containerDiskContainer(v, cfg))
 	}
 	return pod, nil
+}
+
+// LauncherPodName is virt-launcher-<vmi>-<suffix> (the seed's shape), with a
+// suffix derived from the VMI's UID instead of a random one: a controller
+// acting on a stale cache then gets AlreadyExists instead of creating a
+// second pod for the same VMI.
+func LauncherPodName(vmi *virtv1.VirtualMachineInstance) string {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789" // apimachinery's rand alphabet
+	base := "virt-launcher-" + vmi.Name + "-"
+	if len(base) > 58 { // as GenerateName truncates
+		base = base[:58]
+	}
+	h := fnv.New64a()
+	h.Write([]byte(vmi.UID))
+	n := h.Sum64()
+	suffix := make([]byte, 5)
+	for i := range suffix {
+		suffix[i] = alphabet[n%uint64(len(alphabet))]
+		n /= uint64(len(alphabet))
+	}
+	return base + string(suffix)
 }
 
 // ContainerDiskContainerName is the container that serves volume name's

@@ -69,8 +69,15 @@ func TestLauncherPodForSeedVMI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pod.GenerateName != "virt-launcher-testvmi-nocloud2-" || pod.Namespace != "default" {
-		t.Errorf("name = %s%s in %s", pod.GenerateName, pod.Name, pod.Namespace)
+	if !strings.HasPrefix(pod.Name, "virt-launcher-testvmi-nocloud2-") || len(pod.Name) != len("virt-launcher-testvmi-nocloud2-")+5 || pod.Namespace != "default" {
+		t.Errorf("name = %s in %s", pod.Name, pod.Namespace)
+	}
+	again, _ := LauncherPod(vmi, testPods)
+	other := vmi.DeepCopy()
+	other.UID = "another-uid"
+	third, _ := LauncherPod(other, testPods)
+	if again.Name != pod.Name || third.Name == pod.Name {
+		t.Errorf("pod names %s, %s (same VMI), %s (another VMI): want one name per VMI UID", pod.Name, again.Name, third.Name)
 	}
 	for k, v := range map[string]string{
 		"special":                "key",

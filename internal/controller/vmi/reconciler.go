@@ -180,7 +180,13 @@ func (r *Reconciler) createPod(ctx context.Context, vmi *virtv1.VirtualMachineIn
 	if err != nil {
 		return nil, err
 	}
-	if err := r.Client.Create(ctx, pod); err != nil {
+	if err := r.Client.Create(ctx, pod); apierrors.IsAlreadyExists(err) {
+		// Created by an earlier reconcile the cache has not shown yet.
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+			return nil, fmt.Errorf("get launcher pod: %w", err)
+		}
+		return pod, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("create launcher pod: %w", err)
 	}
 	klog.FromContext(ctx).V(2).Info("launcher pod created", "pod", klog.KObj(pod))

@@ -1,0 +1,65 @@
+// Package noderuntime is what kubelet does for this machine when virtkube
+// runs as one binary: [Node] registers the machine and keeps it Ready, and
+// [Runtime] runs the pods bound to it — launcher pods — as supervised
+// processes.
+//
+// # Pods
+//
+// The runtime watches the pods whose spec.nodeName is its node. A pod gets
+// its emptyDir volumes, a network namespace and an address, then its
+// containers:
+//
+//   - a container whose image starts with the launcher image prefix runs its
+//     command from the virtkube binary (/usr/bin/virt-launcher becomes
+//     `virtkube virt-launcher … --private-libvirt`), through nsenter in the
+//     pod's network namespace and in a mount namespace of its own where the
+//     volumes are bound at their mount paths;
+//   - any other image is pulled into the image store (package image); a
+//     containerDisk's disk is linked into the directory its container
+//     names. Such a container has no process: it is Running while the pod
+//     runs.
+//
+// A container's first process is a small shell (see containerScript) that
+// sets up the mounts, runs the command as its child, forwards SIGTERM and
+// records the exit code. The pod's status is written through the
+// pods/status subresource when it changes. Pods never restart containers
+// (launcher pods have restartPolicy Never): when the launchers end, the pod
+// is Succeeded or Failed and whatever its processes left is killed.
+//
+// Deleting a pod sends SIGTERM to each container's first process, then,
+// after the grace period, SIGKILL to every process in the pod's network
+// namespace (QEMU, daemonised by libvirt, is in no process group of ours);
+// the pod's resources are removed and the deletion is confirmed with a zero
+// grace period.
+//
+// # Layout
+//
+//	<kubelet-root>/pods/<uid>/
+//	    pod.json                       namespace, name, grace period
+//	    volumes/kubernetes.io~empty-dir/<volume>/
+//	    containers/<container>/rootfs/<path>/   a launcher's scratch paths
+//	    logs/<container>.log           stdout and stderr
+//	    <container>.pid                "<pid> <start time in ticks>"
+//	    <container>.exit               "<code>[ <reason>]", once it ended
+//	<kubelet-root>/ipam/<ip>           the UID of the pod holding <ip>
+//	/run/netns/vk-<uid[:8]>            the pod's network namespace
+//	vk<uid[:8]>                        host end of the pod's veth, on the
+//	                                   bridge (virtkube0 by default, holding
+//	                                   the podCIDR's first address);
+//	                                   the pod's end is eth0
+//
+// Everything of a pod is named after its UID and found again from these
+// files, so the runtime can restart at any time: it adopts processes that
+// still run (a pid with the recorded start time), never starts a container
+// twice, and removes what belongs to pods that are gone. It never kills a
+// process because it restarted.
+//
+// # Not done yet
+//
+// No cgroups: resource requests and limits are not enforced. No egress NAT
+// (pods reach the host and each other, not beyond). Only emptyDir volumes
+// (no hostPath, PVC, secret, configMap, projected, downward API); no init
+// containers, no hostNetwork, no probes, no container restarts, no
+// /etc/hosts, /etc/resolv.conf or hostname of the pod's, no image garbage
+// collection, IPv4 only.
+package noderuntime

@@ -1,0 +1,321 @@
+package noderuntime
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/virtkube/virtkube/internal/noderuntime/image"
+	"github.com/virtkube/virtkube/test/containerdisk"
+)
+
+func TestLauncherArgv(t *testing.T) {
+	tests := []struct {
+		name string
+		c    corev1.Container
+		want []string
+		bad  bool
+	}{
+		{"virt-launcher gets --private-libvirt",
+			corev1.Container{Command: []string{"/usr/bin/virt-launcher", "--name", "v"}},
+			[]string{"/bin/virtkube", "virt-launcher", "--name", "v", "--private-libvirt"}, false},
+		{"not twice",
+			corev1.Container{Command: []string{"/usr/bin/virt-launcher", "--private-libvirt"}},
+			[]string{"/bin/virtkube", "virt-launcher", "--private-libvirt"}, false},
+		{"args follow the command; other subcommands as they are",
+			corev1.Container{Command: []string{"/usr/bin/virt-handler"}, Args: []string{"--x"}},
+			[]string{"/bin/virtkube", "virt-handler", "--x"}, false},
+		{"no command", corev1.Container{Name: "c", Args: []string{"x"}}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := launcherArgv(&tt.c, "/bin/virtkube")
+			if (err != nil) != tt.bad || !slices.Equal(got, tt.want) {
+				t.Errorf("launcherArgv = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckPod(t *testing.T) {
+	emptyDir := corev1.Volume{Name: "sockets", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	tests := []struct {
+		name       string
+		spec       corev1.PodSpec
+		wantReason string
+		wantInMsg  string
+	}{
+		{"emptyDirs only", corev1.PodSpec{Volumes: []corev1.Volume{emptyDir}}, "", ""},
+		{"hostPath", corev1.PodSpec{Volumes: []corev1.Volume{emptyDir, {Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/x"}}}}},
+			ReasonUnsupportedVolume, `volume "h" is a hostPath volume: this node runtime supports only emptyDir volumes so far`},
+		{"PVC", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "p", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}}},
+			ReasonUnsupportedVolume, "persistentVolumeClaim volume"},
+		{"secret", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s"}}}}},
+			ReasonUnsupportedVolume, "come later"},
+		{"init containers", corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i"}}}, ReasonUnsupportedPodSpec, "init containers"},
+		{"hostNetwork", corev1.PodSpec{HostNetwork: true}, ReasonUnsupportedPodSpec, "hostNetwork"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := checkPod(&corev1.Pod{Spec: tt.spec})
+			switch {
+			case tt.wantReason == "" && r != nil:
+				t.Errorf("rejected: %+v", r)
+			case tt.wantReason != "" && (r == nil || r.Reason != tt.wantReason || !strings.Contains(r.Message, tt.wantInMsg)):
+				t.Errorf("checkPod = %+v; want %s with %q", r, tt.wantReason, tt.wantInMsg)
+			}
+		})
+	}
+}
+
+func testWorker(t *testing.T) *podWorker {
+	r := &Runtime{cfg: RuntimeConfig{KubeletRoot: "/kr", LauncherImagePrefix: "virtkube.local/virt-launcher:"}}
+	return newPodWorker(r, "0123abcd-0000-0000-0000-000000000000")
+}
+
+func launcherPod() *corev1.Pod {
+	disks := corev1.VolumeMount{Name: "container-disks", MountPath: "/var/run/kubevirt/container-disks"}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-x", UID: "0123abcd-0000-0000-0000-000000000000"},
+		Spec: corev1.PodSpec{
+			Volumes: []corev1.Volume{
+				{Name: "sockets", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "container-disks", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "other", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}},
+			},
+			Containers: []corev1.Container{
+				{Name: "compute", Image: "virtkube.local/virt-launcher:v1", Command: []string{"/usr/bin/virt-launcher"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "sockets", MountPath: "/var/run/kubevirt/sockets"}, disks}},
+				{Name: "volumeroot", Image: "127.0.0.1:5000/disk:v1", VolumeMounts: []corev1.VolumeMount{disks},
+					Env: []corev1.EnvVar{{Name: containerDiskPathEnv, Value: "/var/run/kubevirt/container-disks/root"}}},
+				{Name: "volumedata", Image: "127.0.0.1:5000/disk:v2", VolumeMounts: []corev1.VolumeMount{disks}},
+				{Name: "sidecar", Image: "busybox"},
+				{Name: "badenv", Image: "x", VolumeMounts: []corev1.VolumeMount{disks}, Env: []corev1.EnvVar{{Name: containerDiskPathEnv, Value: "/elsewhere"}}},
+				{Name: "hostenv", Image: "x", VolumeMounts: []corev1.VolumeMount{{Name: "other", MountPath: "/o"}}, Env: []corev1.EnvVar{{Name: containerDiskPathEnv, Value: "/o/d"}}},
+			},
+		},
+	}
+}
+
+func TestContainerDiskDir(t *testing.T) {
+	w := testWorker(t)
+	pod := launcherPod()
+	emptyDirs := "/kr/pods/0123abcd-0000-0000-0000-000000000000/volumes/kubernetes.io~empty-dir/"
+	tests := []struct {
+		container string
+		want      string
+		ok, bad   bool
+	}{
+		{"volumeroot", emptyDirs + "container-disks/root", true, false},
+		{"volumedata", emptyDirs + "container-disks/data", true, false},
+		{"sidecar", "", false, false},
+		{"badenv", "", false, true},
+		{"hostenv", "", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.container, func(t *testing.T) {
+			var spec *corev1.Container
+			for i := range pod.Spec.Containers {
+				if pod.Spec.Containers[i].Name == tt.container {
+					spec = &pod.Spec.Containers[i]
+				}
+			}
+			dir, ok, err := w.containerDiskDir(pod, spec)
+			if dir != tt.want || ok != tt.ok || (err != nil) != tt.bad {
+				t.Errorf("containerDiskDir = %q, %v, %v; want %q, %v, error %v", dir, ok, err, tt.want, tt.ok, tt.bad)
+			}
+		})
+	}
+}
+
+func TestMounts(t *testing.T) {
+	w := testWorker(t)
+	pod := launcherPod()
+	got, err := w.mounts(pod, &pod.Spec.Containers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	podDir := "/kr/pods/0123abcd-0000-0000-0000-000000000000"
+	want := []bindMount{
+		{Source: podDir + "/containers/compute/rootfs/var/run/kubevirt-ephemeral-disks", Target: "/var/run/kubevirt-ephemeral-disks"},
+		{Source: podDir + "/containers/compute/rootfs/var/run/kubevirt-private", Target: "/var/run/kubevirt-private"},
+		{Source: podDir + "/volumes/kubernetes.io~empty-dir/sockets", Target: "/var/run/kubevirt/sockets"},
+		{Source: podDir + "/volumes/kubernetes.io~empty-dir/container-disks", Target: "/var/run/kubevirt/container-disks"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("mounts =\n%+v\nwant\n%+v", got, want)
+	}
+	for _, bad := range []corev1.VolumeMount{
+		{Name: "other", MountPath: "/o"},
+		{Name: "sockets", MountPath: "/s", SubPath: "../x"},
+		{Name: "sockets", MountPath: "/s", SubPathExpr: "$(X)"},
+		{Name: "sockets", MountPath: "rel"},
+	} {
+		c := corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{bad}}
+		if _, err := w.mounts(pod, &c); err == nil {
+			t.Errorf("mount %+v accepted", bad)
+		}
+	}
+}
+
+func TestPlaceDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "root")
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(disk, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link, err := placeDisk(dir, disk, "raw")
+	if err != nil || link != filepath.Join(dir, "disk.img") {
+		t.Fatalf("placeDisk = %q, %v", link, err)
+	}
+	fi1, _ := os.Lstat(link)
+	// Again: kept as it is.
+	if _, err := placeDisk(dir, disk, "raw"); err != nil {
+		t.Fatal(err)
+	}
+	fi2, _ := os.Lstat(link)
+	if !fi1.ModTime().Equal(fi2.ModTime()) {
+		t.Error("an unchanged link was made again")
+	}
+	// Another format: the old link goes, exactly one disk stays.
+	link, err = placeDisk(dir, disk, "qcow2")
+	if err != nil || filepath.Base(link) != "disk.qcow2" {
+		t.Fatalf("placeDisk = %q, %v", link, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("%d entries in the disk dir", len(entries))
+	}
+	if target, _ := os.Readlink(link); target != disk {
+		t.Errorf("link -> %q", target)
+	}
+}
+
+func TestPullBackoff(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: 10 * time.Second, 2: 20 * time.Second, 3: 40 * time.Second, 6: 5 * time.Minute, 50: 5 * time.Minute} {
+		if got := pullBackoff(n); got != want {
+			t.Errorf("pullBackoff(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+func TestGracePeriod(t *testing.T) {
+	meta := filepath.Join(t.TempDir(), "pod.json")
+	if err := writePodMeta(meta, &corev1.Pod{Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](45)}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		meta string
+		want time.Duration
+	}{
+		{"deletion's", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionGracePeriodSeconds: ptr.To[int64](5)}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](45)}}, meta, 5 * time.Second},
+		{"force", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionGracePeriodSeconds: ptr.To[int64](0)}}, meta, 0},
+		{"spec's", &corev1.Pod{Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To[int64](7)}}, meta, 7 * time.Second},
+		{"recorded, pod unknown", nil, meta, 45 * time.Second},
+		{"default", nil, "/nonexistent", 30 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := gracePeriod(tt.pod, tt.meta); got != tt.want {
+			t.Errorf("%s: gracePeriod = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	line := "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 987654 1000 10 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0"
+	start, state, err := parseStat(line)
+	if err != nil || start != 987654 || state != 'S' {
+		t.Errorf("parseStat = %d, %c, %v", start, state, err)
+	}
+	if _, _, err := parseStat("1 (x) S 1"); err == nil {
+		t.Error("short stat accepted")
+	}
+	// This process: alive with its own start time, not with another.
+	self := os.Getpid()
+	st, _, err := procStat(self)
+	if err != nil || !alive(self, st) || alive(self, st+1) {
+		t.Errorf("alive(self) wrong: %d, %v", st, err)
+	}
+	if d := time.Since(startedAt(st)); d < 0 || d > time.Hour {
+		t.Errorf("this process started %s ago?", d)
+	}
+}
+
+func TestPodNetworkNames(t *testing.T) {
+	n := podNetworkOf("3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b")
+	if n.Netns != "vk-3f2a1b4c" || n.HostVeth != "vk3f2a1b4c" || n.NetnsPath() != "/run/netns/vk-3f2a1b4c" {
+		t.Errorf("names = %+v", n)
+	}
+}
+
+// A containerDisk is pulled and linked where the launcher finds it; a
+// missing image is ErrImagePull first, ImagePullBackOff after a failed
+// retry, with kubelet's back-off between attempts.
+func TestPullImage(t *testing.T) {
+	registry := containerdisk.StartRegistry(t)
+	diskFile := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(diskFile, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := containerdisk.Push(context.Background(), registry, "disk", "v1", diskFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := image.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runtime{cfg: RuntimeConfig{KubeletRoot: t.TempDir(), Images: store, LauncherImagePrefix: "virtkube.local/virt-launcher:"}}
+	w := newPodWorker(r, "0123abcd-0000-0000-0000-000000000000")
+	pod := launcherPod()
+	pod.Spec.Containers[1].Image = ref
+	pod.Spec.Containers[2].Image = registry + "/disk:missing"
+
+	good := w.container(&pod.Spec.Containers[1])
+	w.pullImage(pod, good)
+	if !good.ready || good.waiting != nil || !strings.HasPrefix(good.imageID, registry+"/disk@sha256:") {
+		t.Fatalf("after a good pull: %+v (waiting %+v)", good, good.waiting)
+	}
+	link := filepath.Join(w.emptyDir("container-disks"), "root", "disk.img")
+	if body, err := os.ReadFile(link); err != nil || len(body) != 4096 {
+		t.Errorf("disk through %s: %d bytes, %v", link, len(body), err)
+	}
+	if st := w.containerState(good); st.Running == nil {
+		t.Errorf("state of a placed containerDisk: %+v", st)
+	}
+
+	bad := w.container(&pod.Spec.Containers[2])
+	for i, want := range []string{image.ReasonErrImagePull, ReasonImagePullBackOff, ReasonImagePullBackOff} {
+		delay := w.pullImage(pod, bad)
+		if bad.ready || bad.waiting == nil || bad.waiting.Reason != want || !strings.Contains(bad.waiting.Message, "disk:missing") {
+			t.Fatalf("attempt %d: %+v", i+1, bad.waiting)
+		}
+		if wantDelay := pullBackoff(i + 1); delay != wantDelay {
+			t.Errorf("attempt %d: retry in %s, want %s", i+1, delay, wantDelay)
+		}
+		// Within the back-off nothing is pulled.
+		if d := w.pullImage(pod, bad); d <= 0 || d > delay || bad.pullFailures != i+1 {
+			t.Errorf("attempt %d: pulled again within the back-off (%s, %d failures)", i+1, d, bad.pullFailures)
+		}
+		bad.nextPull = time.Time{}
+	}
+	if st := w.containerState(bad); st.Waiting == nil || st.Waiting.Reason != ReasonImagePullBackOff {
+		t.Errorf("state of an unpullable container: %+v", st)
+	}
+
+	other := w.container(&pod.Spec.Containers[3])
+	w.pullImage(pod, other)
+	if other.waiting == nil || other.waiting.Reason != ReasonCreateContainerError {
+		t.Errorf("a container that is neither launcher nor containerDisk: %+v", other.waiting)
+	}
+}

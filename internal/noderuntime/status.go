@@ -1,0 +1,205 @@
+package noderuntime
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// Reasons this runtime writes on pods and containers, kubelet's where
+// kubelet has one.
+const (
+	ReasonContainerCreating     = "ContainerCreating"
+	ReasonImagePullBackOff      = "ImagePullBackOff"
+	ReasonCreateContainerError  = "CreateContainerError"
+	ReasonCreateContainerConfig = "CreateContainerConfigError"
+	ReasonCompleted             = "Completed"
+	ReasonError                 = "Error"
+	ReasonStartError            = "StartError"
+	ReasonUnsupportedVolume     = "UnsupportedVolume"
+	ReasonUnsupportedPodSpec    = "UnsupportedPodSpec"
+	ReasonContainersNotReady    = "ContainersNotReady"
+	ReasonPodCompleted          = "PodCompleted"
+)
+
+// rejection is why a pod can never run on this node.
+type rejection struct{ Reason, Message string }
+
+// containerRun is what the runtime knows of one container.
+type containerRun struct {
+	Name    string
+	Image   string
+	ImageID string
+	State   corev1.ContainerState
+}
+
+// podRun is what the runtime knows of one pod: the input of podStatus.
+type podRun struct {
+	Rejected     *rejection
+	NetworkReady bool
+	PodIP        string
+	HostIP       string
+	// Containers are in the order of the pod's spec.
+	Containers []containerRun
+}
+
+// podStatus is the status pod should have given what runs, a pure function.
+// It starts from the pod's current status, so fields this runtime does not
+// own (QOS class, conditions of other writers) are kept, as are transition
+// times of conditions that did not change. A pod in a terminal phase stays
+// there.
+func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
+	now = now.Rfc3339Copy()
+	old := pod.Status
+	st := *old.DeepCopy()
+	st.Phase = podPhase(old.Phase, run)
+	if run.Rejected != nil && !terminal(old.Phase) {
+		st.Reason, st.Message = run.Rejected.Reason, run.Rejected.Message
+	}
+	if st.StartTime == nil {
+		st.StartTime = &now
+	}
+	if run.HostIP != "" {
+		st.HostIP = run.HostIP
+		st.HostIPs = []corev1.HostIP{{IP: run.HostIP}}
+	}
+	if run.PodIP != "" {
+		st.PodIP = run.PodIP
+		st.PodIPs = []corev1.PodIP{{IP: run.PodIP}}
+	}
+
+	st.ContainerStatuses = nil
+	var unready []string
+	for _, c := range run.Containers {
+		running := c.State.Running != nil
+		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+			Name:    c.Name,
+			State:   c.State,
+			Ready:   running,
+			Started: ptr.To(running),
+			Image:   c.Image,
+			ImageID: c.ImageID,
+		})
+		if !running {
+			unready = append(unready, c.Name)
+		}
+	}
+
+	ready := condition(corev1.PodReady, true, "", "")
+	switch {
+	case terminal(st.Phase):
+		ready = condition(corev1.PodReady, false, ReasonPodCompleted, "")
+	case len(unready) > 0:
+		ready = condition(corev1.PodReady, false, ReasonContainersNotReady,
+			fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " ")))
+	}
+	containersReady := ready
+	containersReady.Type = corev1.ContainersReady
+	scheduled := condition(corev1.PodScheduled, true, "", "")
+	if c := findCondition(old.Conditions, corev1.PodScheduled); c != nil {
+		scheduled = *c
+	}
+	ours := []corev1.PodCondition{
+		condition(corev1.PodReadyToStartContainers, run.NetworkReady, "", ""),
+		condition(corev1.PodInitialized, true, "", ""),
+		ready,
+		containersReady,
+		scheduled,
+	}
+	st.Conditions = nil
+	for _, c := range ours {
+		if prev := findCondition(old.Conditions, c.Type); prev != nil && prev.Status == c.Status {
+			c.LastTransitionTime = prev.LastTransitionTime
+			c.LastProbeTime = prev.LastProbeTime
+		} else {
+			c.LastTransitionTime = now
+		}
+		st.Conditions = append(st.Conditions, c)
+	}
+	for _, c := range old.Conditions {
+		if findCondition(ours, c.Type) == nil {
+			st.Conditions = append(st.Conditions, c)
+		}
+	}
+	return st
+}
+
+// podPhase is kubelet's phase for a pod whose restartPolicy is Never: Pending
+// while a container waits, Succeeded or Failed once all have terminated,
+// Running otherwise.
+func podPhase(current corev1.PodPhase, run podRun) corev1.PodPhase {
+	if terminal(current) {
+		return current
+	}
+	if run.Rejected != nil {
+		return corev1.PodFailed
+	}
+	if len(run.Containers) == 0 {
+		return corev1.PodPending
+	}
+	terminated, failed := 0, false
+	for _, c := range run.Containers {
+		switch {
+		case c.State.Terminated != nil:
+			terminated++
+			failed = failed || c.State.Terminated.ExitCode != 0
+		case c.State.Running == nil:
+			return corev1.PodPending
+		}
+	}
+	switch {
+	case terminated < len(run.Containers):
+		return corev1.PodRunning
+	case failed:
+		return corev1.PodFailed
+	default:
+		return corev1.PodSucceeded
+	}
+}
+
+func terminal(p corev1.PodPhase) bool { return p == corev1.PodSucceeded || p == corev1.PodFailed }
+
+func condition(t corev1.PodConditionType, ok bool, reason, msg string) corev1.PodCondition {
+	s := corev1.ConditionFalse
+	if ok {
+		s = corev1.ConditionTrue
+	}
+	return corev1.PodCondition{Type: t, Status: s, Reason: reason, Message: msg}
+}
+
+func findCondition(conds []corev1.PodCondition, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range conds {
+		if conds[i].Type == t {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// terminatedState is a container's end as kubelet reports it.
+func terminatedState(rec exitRecord, started, finished metav1.Time) corev1.ContainerState {
+	reason := rec.Reason
+	if reason == "" {
+		reason = ReasonCompleted
+		if rec.Code != 0 {
+			reason = ReasonError
+		}
+	}
+	return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+		ExitCode:   rec.Code,
+		Reason:     reason,
+		StartedAt:  started.Rfc3339Copy(),
+		FinishedAt: finished.Rfc3339Copy(),
+	}}
+}
+
+func waitingState(reason, msg string) corev1.ContainerState {
+	return corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}
+}
+
+func runningState(started metav1.Time) corev1.ContainerState {
+	return corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started.Rfc3339Copy()}}
+}

@@ -1,0 +1,176 @@
+package noderuntime
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var (
+	t0 = metav1.NewTime(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC))
+	t1 = metav1.NewTime(t0.Add(time.Minute))
+	t2 = metav1.NewTime(t0.Add(2 * time.Minute))
+)
+
+func running(name string) containerRun {
+	return containerRun{Name: name, Image: "img-" + name, ImageID: "id-" + name, State: runningState(t0)}
+}
+func waiting(name, reason string) containerRun {
+	return containerRun{Name: name, Image: "img-" + name, State: waitingState(reason, "msg")}
+}
+func exited(name string, code int32) containerRun {
+	return containerRun{Name: name, Image: "img-" + name, State: terminatedState(exitRecord{Code: code}, t0, t1)}
+}
+
+func TestPodPhase(t *testing.T) {
+	tests := []struct {
+		name    string
+		current corev1.PodPhase
+		run     podRun
+		want    corev1.PodPhase
+	}{
+		{"nothing known yet", corev1.PodPending, podRun{}, corev1.PodPending},
+		{"a container is being created", corev1.PodPending, podRun{Containers: []containerRun{running("compute"), waiting("volumeroot", ReasonContainerCreating)}}, corev1.PodPending},
+		{"image pull failing", corev1.PodPending, podRun{Containers: []containerRun{waiting("compute", ReasonContainerCreating), waiting("volumeroot", "ErrImagePull")}}, corev1.PodPending},
+		{"all running", corev1.PodPending, podRun{Containers: []containerRun{running("compute"), running("volumeroot")}}, corev1.PodRunning},
+		{"one ended, one runs", corev1.PodRunning, podRun{Containers: []containerRun{exited("compute", 0), running("volumeroot")}}, corev1.PodRunning},
+		{"all ended well", corev1.PodRunning, podRun{Containers: []containerRun{exited("compute", 0), exited("volumeroot", 0)}}, corev1.PodSucceeded},
+		{"one ended badly", corev1.PodRunning, podRun{Containers: []containerRun{exited("compute", 1), exited("volumeroot", 0)}}, corev1.PodFailed},
+		{"rejected", corev1.PodPending, podRun{Rejected: &rejection{Reason: ReasonUnsupportedVolume}, Containers: []containerRun{waiting("c", ReasonContainerCreating)}}, corev1.PodFailed},
+		{"terminal stays terminal", corev1.PodSucceeded, podRun{Containers: []containerRun{running("compute")}}, corev1.PodSucceeded},
+		{"failed stays failed", corev1.PodFailed, podRun{Containers: []containerRun{exited("compute", 0)}}, corev1.PodFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := podPhase(tt.current, tt.run); got != tt.want {
+				t.Errorf("podPhase = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPodStatus(t *testing.T) {
+	scheduled := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: t0}
+	pending := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending, QOSClass: corev1.PodQOSBurstable, Conditions: []corev1.PodCondition{scheduled}}}
+	tests := []struct {
+		name  string
+		pod   *corev1.Pod
+		run   podRun
+		check func(t *testing.T, st corev1.PodStatus)
+	}{
+		{
+			name: "starting: Pending, not ready, unready containers named, scheduler's condition and QOS class kept",
+			pod:  pending,
+			run:  podRun{NetworkReady: true, PodIP: "10.250.0.2", HostIP: "192.0.2.1", Containers: []containerRun{running("compute"), waiting("volumeroot", "ErrImagePull")}},
+			check: func(t *testing.T, st corev1.PodStatus) {
+				want(t, "phase", st.Phase, corev1.PodPending)
+				want(t, "QOS", st.QOSClass, corev1.PodQOSBurstable)
+				want(t, "podIP", st.PodIP, "10.250.0.2")
+				want(t, "podIPs", len(st.PodIPs), 1)
+				want(t, "hostIP", st.HostIP, "192.0.2.1")
+				want(t, "startTime", st.StartTime.Time, t2.Time)
+				c := cond(t, st, corev1.PodReady)
+				want(t, "Ready", c.Status, corev1.ConditionFalse)
+				want(t, "Ready reason", c.Reason, ReasonContainersNotReady)
+				want(t, "Ready message", c.Message, "containers with unready status: [volumeroot]")
+				want(t, "ContainersReady", cond(t, st, corev1.ContainersReady).Status, corev1.ConditionFalse)
+				want(t, "Initialized", cond(t, st, corev1.PodInitialized).Status, corev1.ConditionTrue)
+				want(t, "ReadyToStart", cond(t, st, corev1.PodReadyToStartContainers).Status, corev1.ConditionTrue)
+				want(t, "PodScheduled time", cond(t, st, corev1.PodScheduled).LastTransitionTime, t0)
+				want(t, "statuses", len(st.ContainerStatuses), 2)
+				cs := st.ContainerStatuses[1]
+				want(t, "waiting reason", cs.State.Waiting.Reason, "ErrImagePull")
+				want(t, "ready", cs.Ready, false)
+				cs = st.ContainerStatuses[0]
+				want(t, "compute ready", cs.Ready, true)
+				want(t, "compute started", *cs.Started, true)
+				want(t, "compute image", cs.Image, "img-compute")
+				want(t, "compute imageID", cs.ImageID, "id-compute")
+				want(t, "restarts", cs.RestartCount, int32(0))
+			},
+		},
+		{
+			name: "all running: Running and Ready",
+			pod:  pending,
+			run:  podRun{NetworkReady: true, PodIP: "10.250.0.2", Containers: []containerRun{running("compute"), running("volumeroot")}},
+			check: func(t *testing.T, st corev1.PodStatus) {
+				want(t, "phase", st.Phase, corev1.PodRunning)
+				want(t, "Ready", cond(t, st, corev1.PodReady).Status, corev1.ConditionTrue)
+				want(t, "ContainersReady", cond(t, st, corev1.ContainersReady).Status, corev1.ConditionTrue)
+				want(t, "Ready time", cond(t, st, corev1.PodReady).LastTransitionTime, t2)
+			},
+		},
+		{
+			name: "ended: Failed, Ready False PodCompleted, exit code and reason",
+			pod:  &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &t0, Conditions: []corev1.PodCondition{scheduled}}},
+			run:  podRun{NetworkReady: true, Containers: []containerRun{exited("compute", 2), exited("volumeroot", 0)}},
+			check: func(t *testing.T, st corev1.PodStatus) {
+				want(t, "phase", st.Phase, corev1.PodFailed)
+				want(t, "startTime kept", st.StartTime.Time, t0.Time)
+				c := cond(t, st, corev1.PodReady)
+				want(t, "Ready", c.Status, corev1.ConditionFalse)
+				want(t, "Ready reason", c.Reason, ReasonPodCompleted)
+				term := st.ContainerStatuses[0].State.Terminated
+				want(t, "exit code", term.ExitCode, int32(2))
+				want(t, "reason", term.Reason, ReasonError)
+				want(t, "finished", term.FinishedAt, t1)
+				want(t, "other reason", st.ContainerStatuses[1].State.Terminated.Reason, ReasonCompleted)
+			},
+		},
+		{
+			name: "rejected: Failed with the reason on the pod",
+			pod:  pending,
+			run:  podRun{Rejected: &rejection{Reason: ReasonUnsupportedVolume, Message: "volume x"}, Containers: []containerRun{waiting("compute", ReasonContainerCreating)}},
+			check: func(t *testing.T, st corev1.PodStatus) {
+				want(t, "phase", st.Phase, corev1.PodFailed)
+				want(t, "reason", st.Reason, ReasonUnsupportedVolume)
+				want(t, "message", st.Message, "volume x")
+				want(t, "ReadyToStart", cond(t, st, corev1.PodReadyToStartContainers).Status, corev1.ConditionFalse)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.check(t, podStatus(tt.pod, tt.run, t2))
+		})
+	}
+}
+
+// A status computed again from the same facts is equal to the written one,
+// so nothing is written twice; only a change moves transition times.
+func TestPodStatusStable(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	run := podRun{NetworkReady: true, PodIP: "10.250.0.2", Containers: []containerRun{running("compute")}}
+	first := podStatus(pod, run, metav1.NewTime(t0.Add(1500*time.Millisecond)))
+	pod.Status = first
+	again := podStatus(pod, run, t2)
+	if !equality.Semantic.DeepEqual(first, again) {
+		t.Fatalf("status changed without a change:\n%+v\n%+v", first, again)
+	}
+	if got := cond(t, first, corev1.PodReady).LastTransitionTime; !got.Equal(&metav1.Time{Time: t0.Add(time.Second)}) {
+		t.Errorf("times are not truncated to seconds: %v", got)
+	}
+	run.Containers[0] = exited("compute", 0)
+	later := podStatus(pod, run, t2)
+	want(t, "Ready time after a change", cond(t, later, corev1.PodReady).LastTransitionTime, t2)
+	want(t, "Initialized time kept", cond(t, later, corev1.PodInitialized).LastTransitionTime, cond(t, first, corev1.PodInitialized).LastTransitionTime)
+}
+
+func cond(t *testing.T, st corev1.PodStatus, ty corev1.PodConditionType) corev1.PodCondition {
+	t.Helper()
+	if c := findCondition(st.Conditions, ty); c != nil {
+		return *c
+	}
+	t.Fatalf("no %s condition in %+v", ty, st.Conditions)
+	return corev1.PodCondition{}
+}
+
+func want[T comparable](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
