@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 hack/install-deps.sh
 export PATH="$PATH:/usr/local/go/bin"
 make build
+# The test guest (kernel + busybox from Debian packages), built once.
+hack/test-guest/build.sh _output/test-guest
 VIRTKUBE_BIN="$PWD/bin/virtkube" go test -count=1 -timeout 60m ./...

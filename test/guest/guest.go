@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Console lines the guest prints.
@@ -45,6 +46,22 @@ func Disk() (string, error) {
 			out = filepath.Join(root, "_output", "test-guest")
 		}
 		disk = filepath.Join(out, "disk.img")
+		// Test binaries of several packages run at once: one builds, the
+		// others wait for it.
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			diskErr = err
+			return
+		}
+		lock, err := os.OpenFile(out+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			diskErr = err
+			return
+		}
+		defer lock.Close()
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			diskErr = err
+			return
+		}
 		if _, err := os.Stat(disk); err == nil {
 			return
 		}
