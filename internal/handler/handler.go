@@ -40,6 +40,9 @@ const (
 	ReasonSyncFailed     = "SyncFailed"
 	ReasonGuestCrashed   = "GuestCrashed"
 	ReasonLauncherGone   = "LauncherGone"
+	// ReasonFeatureGateMissing: the VMI uses something the KubeVirt CR
+	// has not enabled.
+	ReasonFeatureGateMissing = "FeatureGateMissing"
 )
 
 // PodDirs finds a pod's emptyDir volumes on this node. Kubelet keeps them
@@ -136,13 +139,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 // reconcileStart asks the launcher to run the domain.
 func (r *Reconciler) reconcileStart(ctx context.Context, v *virtv1.VirtualMachineInstance, lc *launcherrpc.Client, now metav1.Time) (ctrl.Result, error) {
+	kv, err := r.kubeVirt(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var gates []string
+	if dc := kv.Spec.Configuration.DeveloperConfiguration; dc != nil {
+		gates = dc.FeatureGates
+	}
+	warning, err := checkFeatureGates(v, gates)
+	if err != nil {
+		fail(v, ReasonFeatureGateMissing, err.Error(), now)
+		r.Recorder.Event(v, corev1.EventTypeWarning, ReasonFeatureGateMissing, err.Error())
+		return ctrl.Result{}, nil
+	}
+	if warning != "" {
+		r.Recorder.Event(v, corev1.EventTypeWarning, "FeatureGateMisspelt", warning)
+	}
 	emulation := false
 	if err := r.KVM(); err != nil {
-		allowed, cerr := r.emulationAllowed(ctx)
-		if cerr != nil {
-			return ctrl.Result{}, cerr
-		}
-		if !allowed {
+		dc := kv.Spec.Configuration.DeveloperConfiguration
+		if dc == nil || !dc.UseEmulation {
 			msg := err.Error() + "; to use software emulation set spec.configuration.developerConfiguration.useEmulation: true in the KubeVirt CR kubevirt/kubevirt"
 			fail(v, ReasonKVMUnavailable, msg, now)
 			r.Recorder.Event(v, corev1.EventTypeWarning, ReasonKVMUnavailable, msg)
@@ -284,13 +301,14 @@ func (r *Reconciler) launcherSocket(ctx context.Context, v *virtv1.VirtualMachin
 	return "", fmt.Errorf("VMI %s/%s has no launcher pod on node %s", v.Namespace, v.Name, r.NodeName)
 }
 
-func (r *Reconciler) emulationAllowed(ctx context.Context) (bool, error) {
+// kubeVirt reads the KubeVirt CR: its configuration decides emulation and
+// feature gates.
+func (r *Reconciler) kubeVirt(ctx context.Context) (*virtv1.KubeVirt, error) {
 	kv := &virtv1.KubeVirt{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: bootstrap.KubeVirtNamespace, Name: bootstrap.KubeVirtName}, kv); err != nil {
-		return false, fmt.Errorf("read KubeVirt CR: %w", err)
+		return nil, fmt.Errorf("read KubeVirt CR: %w", err)
 	}
-	c := kv.Spec.Configuration.DeveloperConfiguration
-	return c != nil && c.UseEmulation, nil
+	return kv, nil
 }
 
 func fail(v *virtv1.VirtualMachineInstance, reason, msg string, now metav1.Time) {

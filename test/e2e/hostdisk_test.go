@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/handler"
+	"github.com/virtkube/virtkube/test/containerdisk"
+	"github.com/virtkube/virtkube/test/framework"
+	"github.com/virtkube/virtkube/test/guest"
+)
+
+// hostDisk needs the HostDisk feature gate, as in KubeVirt: without it the
+// VMI fails and says which gate to enable; with the seed's spelling
+// (HardDisk) it runs, and the guest sees a disk of the requested capacity,
+// created on the node.
+func TestHostDiskNeedsItsFeatureGate(t *testing.T) {
+	disk, err := guest.Disk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := framework.Start(t)
+	ctx := ctxT(t, 5*time.Minute)
+	registry := containerdisk.StartRegistry(t)
+	ref, err := containerdisk.Push(ctx, registry, "virtkube/test-guest", "hostdisk", disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if handler.KVMUsable() != nil {
+		kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
+			"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
+	}
+	hostPath := filepath.Join(t.TempDir(), "data", "disk.img")
+	manifest := func(name string) string {
+		return fmt.Sprintf(`apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: %s}
+spec:
+  domain:
+    resources: {requests: {memory: 128Mi}}
+    devices:
+      disks:
+      - {name: root, disk: {bus: virtio}}
+      - {name: harddrive, disk: {bus: virtio}}
+  volumes:
+  - {name: root, containerDisk: {image: %s}}
+  - {name: harddrive, hostDisk: {capacity: 1Gi, path: %s, type: DiskOrCreate}}
+`, name, ref, hostPath)
+	}
+	ns := s.Namespace(t)
+	c := crClient(t, s)
+
+	kubectl(t, s, manifest("nogate"), "apply", "-n", ns, "-f", "-")
+	v := waitVMI(t, c, ns, "nogate", "Failed/FeatureGateMissing", func(v *virtv1.VirtualMachineInstance) bool {
+		return v.Status.Phase == virtv1.Failed && v.Status.Reason == handler.ReasonFeatureGateMissing
+	})
+	if r := readyCondition(v); r == nil || !strings.Contains(r.Message, "HostDisk feature gate") || !strings.Contains(r.Message, "spec.volumes[1].hostDisk") {
+		t.Errorf("the failure does not name the volume and the gate: %+v", r)
+	}
+	if _, err := os.Stat(hostPath); err == nil {
+		t.Error("a hostDisk was created although its feature gate is off")
+	}
+
+	gates, err := os.ReadFile("../testdata/seed/kubevirt-feature-gates.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, s, string(gates), "apply", "-f", "-")
+	kubectl(t, s, manifest("withgate"), "apply", "-n", ns, "-f", "-")
+	v = waitVMI(t, c, ns, "withgate", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
+		r := readyCondition(v)
+		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
+	})
+	info, err := os.Stat(hostPath)
+	if err != nil || info.Size() != 1<<30 {
+		t.Fatalf("hostDisk on the node: %v; want a 1Gi file at %s", err, hostPath)
+	}
+	// The guest lists its disks on its console at boot (kept in the pod's
+	// serial log).
+	pod := launcherPodOf(t, s, v)
+	logPath := filepath.Join(s.DataDir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "sockets", "serial0.log")
+	want := fmt.Sprintf("BLOCKDEV vdb %d", 1<<30)
+	framework.Eventually(t, 3*time.Minute, 200*time.Millisecond, func(context.Context) (bool, string) {
+		body, err := os.ReadFile(logPath)
+		return err == nil && strings.Contains(string(body), want), "console has no " + want
+	})
+	out := kubectl(t, s, "", "get", "events", "-n", ns, "--field-selector", "reason=FeatureGateMisspelt")
+	if !strings.Contains(out, `spell it "HostDisk"`) {
+		t.Errorf("no warning about the HardDisk spelling:\n%s", out)
+	}
+}
