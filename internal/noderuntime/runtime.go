@@ -352,3 +352,26 @@ func readPodMeta(path string) (podMeta, error) {
 	}
 	return m, json.Unmarshal(body, &m)
 }
+
+// Reset removes every pod this runtime made under kubeletRoot: it kills
+// their processes (by process group and by network namespace, which also
+// reaches QEMU) and removes their network namespaces, veths, addresses and
+// directories. It is `virtkube reset`, for uninstalling and for tests; it
+// must not run while a Runtime serves kubeletRoot.
+func Reset(kubeletRoot, podCIDR, bridge string) error {
+	if bridge == "" {
+		bridge = DefaultBridge
+	}
+	a, err := newIPAM(filepath.Join(kubeletRoot, "ipam"), podCIDR)
+	if err != nil {
+		return err
+	}
+	r := &Runtime{
+		cfg:      RuntimeConfig{KubeletRoot: kubeletRoot, PodCIDR: podCIDR, Bridge: bridge},
+		ipam:     a,
+		synced:   make(chan struct{}),
+		workers:  map[types.UID]*podWorker{},
+		finished: map[types.UID]time.Time{},
+	}
+	return r.RemoveAllPods()
+}

@@ -57,5 +57,11 @@ func run(m *testing.M) int {
 			code = 1
 		}
 	}
+	if err := shared.Reset(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
 	return code
 }

@@ -219,6 +219,17 @@ func (s *Server) Stop(timeout time.Duration) error {
 	}
 }
 
+// Reset removes every pod process and network the server's node runtime
+// made (`virtkube reset`): the server leaves VMs running when it stops, by
+// design, and a test must not.
+func (s *Server) Reset() error {
+	out, err := exec.Command(s.bin, "reset", "--data-dir", s.DataDir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("virtkube reset: %w: %s", err, out)
+	}
+	return nil
+}
+
 // Kill ends the server's whole process group at once, as a crash would.
 func (s *Server) Kill() {
 	if s.cmd == nil {
@@ -279,6 +290,9 @@ func Cleanup(t testing.TB, s *Server) {
 			if !errors.As(err, &exit) {
 				t.Logf("stop server: %v", err)
 			}
+		}
+		if err := s.Reset(); err != nil {
+			t.Errorf("reset: %v", err)
 		}
 	})
 }

@@ -227,3 +227,24 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		return err
 	}
 }
+
+func newResetCommand() *cobra.Command {
+	o := NewServerOptions()
+	cmd := &cobra.Command{
+		Use:   "reset",
+		Short: "Stop and remove every VM and pod this node runs (the server must be stopped)",
+		Long: `reset kills the processes of every pod the local runtime of --data-dir runs
+(virt-launcher, libvirtd, QEMU) and removes their network namespaces, veths,
+addresses and directories. The cluster's objects (in etcd) stay; use it to
+uninstall, or after tests.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return noderuntime.Reset(filepath.Join(o.DataDir, "kubelet"), o.PodCIDR, o.Bridge)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", o.DataDir, "data directory of the server")
+	f.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "this node's pod address range")
+	f.StringVar(&o.Bridge, "bridge", o.Bridge, "host bridge of this node's pods")
+	return cmd
+}
