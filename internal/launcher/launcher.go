@@ -174,9 +174,13 @@ func (l *Launcher) setStatus(change func(*launcherrpc.DomainStatus)) {
 	defer l.mu.Unlock()
 	before := l.status
 	change(&l.status)
-	if l.status == before {
-		return
+	if l.status != before {
+		l.broadcastLocked()
 	}
+}
+
+// broadcastLocked sends the status to every watcher; l.mu is held.
+func (l *Launcher) broadcastLocked() {
 	for w := range l.watchers {
 		select {
 		case w <- l.status:
@@ -227,12 +231,7 @@ func (l *Launcher) Sync(ctx context.Context, req *launcherrpc.SyncRequest) (*lau
 	}
 	l.started = true
 	l.status = launcherrpc.DomainStatus{State: string(StateRunning)}
-	for w := range l.watchers {
-		select {
-		case w <- l.status:
-		default:
-		}
-	}
+	l.broadcastLocked()
 	klog.FromContext(ctx).Info("domain started", "domain", d.Name)
 	return &launcherrpc.Empty{}, nil
 }
