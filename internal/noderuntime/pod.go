@@ -598,7 +598,12 @@ func (w *podWorker) startLauncher(pod *corev1.Pod, c *container) {
 		return
 	}
 	defer logf.Close()
-	args := append([]string{"--net=" + w.net.NetnsPath(), "--", "/bin/sh", "-c", containerScript(mounts, w.exitFile(c.name))}, argv...)
+	cg := newPodCgroup(w.uid)
+	if err := cg.create(limitsOf(pod)); err != nil {
+		fail(ReasonCreateContainerError, err)
+		return
+	}
+	args := append([]string{"--net=" + w.net.NetnsPath(), "--", "/bin/sh", "-c", containerScript(mounts, cg.procsFiles(), w.exitFile(c.name))}, argv...)
 	cmd := exec.Command(w.r.nsenter, args...)
 	cmd.Dir = "/"
 	cmd.Env = containerEnv(pod, c.spec)
@@ -888,6 +893,9 @@ func (w *podWorker) cleanup() error {
 		errs = append(errs, err)
 	}
 	if err := w.r.ipam.Release(w.uid); err != nil {
+		errs = append(errs, err)
+	}
+	if err := newPodCgroup(w.uid).remove(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {

@@ -2,6 +2,7 @@ package noderuntime
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -31,12 +32,16 @@ const exitStartError = 128
 //     start this process (it restarted meanwhile) still learns how it ended.
 //
 // A failed mount writes "128 StartError" there and ends the script.
-func containerScript(mounts []bindMount, exitFile string) string {
+func containerScript(mounts []bindMount, cgroupProcs []string, exitFile string) string {
 	var b strings.Builder
 	tmp := shellQuote(exitFile + ".tmp")
 	exit := shellQuote(exitFile)
 	fmt.Fprintf(&b, "fail() { echo \"virtkube: container setup: $1 failed\" >&2; echo '%d StartError' >%s && mv -f %s %s; exit %d; }\n",
 		exitStartError, tmp, tmp, exit, exitStartError)
+	// Into the pod's cgroup first: everything started from here on is in it.
+	for _, f := range cgroupProcs {
+		fmt.Fprintf(&b, "echo $$ >%s || fail %s\n", shellQuote(f), shellQuote("join cgroup "+filepath.Dir(f)))
+	}
 	b.WriteString("mount --make-rprivate / || fail 'mount --make-rprivate /'\n")
 	b.WriteString("umount -l /run/netns 2>/dev/null\n")
 	for _, m := range mounts {

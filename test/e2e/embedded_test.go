@@ -79,6 +79,16 @@ func TestSeedVMIBootsOnTheServersNode(t *testing.T) {
 	if !strings.Contains(out, "testvmi-nocloud2") || !strings.Contains(out, "Running") || !strings.Contains(out, node) {
 		t.Errorf("kubectl get vmi:\n%s", out)
 	}
+	// Everything of the pod, QEMU included, runs in the pod's cgroup.
+	qemu, _ := exec.Command("pgrep", "-f", "guest="+ns+"_testvmi-nocloud2").Output()
+	fields := strings.Fields(string(qemu))
+	if len(fields) == 0 {
+		t.Fatal("no QEMU process for the VMI")
+	}
+	cgroups, _ := os.ReadFile("/proc/" + fields[0] + "/cgroup")
+	if !strings.Contains(string(cgroups), "/virtkube/"+string(pod.UID)) {
+		t.Errorf("QEMU is not in the pod's cgroup:\n%s", cgroups)
+	}
 
 	// The console, as virt-api reaches it.
 	console, err := dialConsole(t, s, fmt.Sprintf("127.0.0.1:%d", s.ConsolePort), "virt-api-client", ns, "testvmi-nocloud2")
@@ -129,6 +139,9 @@ func TestSeedVMIBootsOnTheServersNode(t *testing.T) {
 		}
 		if out, _ := exec.Command("pgrep", "-f", "--uid "+string(v.UID)).Output(); len(out) > 0 {
 			return false, "launcher still running: " + string(out)
+		}
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory/virtkube", string(pod.UID))); err == nil {
+			return false, "pod cgroup left behind"
 		}
 		return true, ""
 	})
