@@ -237,12 +237,12 @@ func (r *Runtime) workerDone(w *podWorker, finished bool) {
 	}
 }
 
-// collectLeftovers gives every pod directory and IP reservation without a
-// pod a worker that kills what still runs and removes the rest.
-func (r *Runtime) collectLeftovers() error {
+// podsOnDisk is every pod something of is left on this node: a pod
+// directory or an IP reservation.
+func (r *Runtime) podsOnDisk() (map[types.UID]bool, error) {
 	entries, err := os.ReadDir(filepath.Join(r.cfg.KubeletRoot, "pods"))
-	if err != nil {
-		return err
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
 	}
 	uids := map[types.UID]bool{}
 	for _, e := range entries {
@@ -252,10 +252,20 @@ func (r *Runtime) collectLeftovers() error {
 	}
 	owners, err := r.ipam.Owners()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, uid := range owners {
 		uids[uid] = true
+	}
+	return uids, nil
+}
+
+// collectLeftovers gives every pod directory and IP reservation without a
+// pod a worker that kills what still runs and removes the rest.
+func (r *Runtime) collectLeftovers() error {
+	uids, err := r.podsOnDisk()
+	if err != nil {
+		return err
 	}
 	r.mu.Lock()
 	var gone []types.UID
@@ -291,20 +301,9 @@ func (r *Runtime) nodeIP(ctx context.Context) string {
 // and directories. It does not touch the API server or the bridge. It is for
 // tests and uninstalling; call it only when Run is not running.
 func (r *Runtime) RemoveAllPods() error {
-	entries, err := os.ReadDir(filepath.Join(r.cfg.KubeletRoot, "pods"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	uids := map[types.UID]bool{}
-	for _, e := range entries {
-		uids[types.UID(e.Name())] = true
-	}
-	owners, err := r.ipam.Owners()
+	uids, err := r.podsOnDisk()
 	if err != nil {
 		return err
-	}
-	for _, uid := range owners {
-		uids[uid] = true
 	}
 	var errs []error
 	for uid := range uids {
