@@ -24,6 +24,7 @@ LINKS := kubectl virt-controller virt-handler virt-launcher
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/virtkube ./cmd/virtkube
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/virtctl ./cmd/virtctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/container-disk ./cmd/container-disk
 	@for l in $(LINKS); do ln -sf virtkube bin/$$l; done
 	@ln -sf virtctl bin/kubectl-virt
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 	virtv1 "kubevirt.io/api/core/v1"
 
+	"github.com/virtkube/virtkube/internal/containerdisk"
 	"github.com/virtkube/virtkube/internal/domain"
 	"github.com/virtkube/virtkube/internal/launcherrpc"
 	"github.com/virtkube/virtkube/internal/storage"
@@ -72,6 +73,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	// The containerDisks' containers end with the launcher, so the pod
+	// completes once the guest is gone.
+	if cfg.Disks.Holder == nil {
+		cfg.Disks.Holder = &containerdisk.Holder{}
+	}
+	defer cfg.Disks.Holder.Release()
 	daemon, err := StartDaemon(ctx, cfg.Libvirt)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/virtkube/virtkube/internal/domain"
 	"github.com/virtkube/virtkube/internal/launcherrpc"
 	"github.com/virtkube/virtkube/internal/storage"
+	"github.com/virtkube/virtkube/test/containerdisk"
 	"github.com/virtkube/virtkube/test/guest"
 )
 
@@ -31,12 +32,10 @@ func TestLauncherRunsSeedVMI(t *testing.T) {
 	}
 	dir := t.TempDir()
 	containerDisks := filepath.Join(dir, "container-disks")
-	if err := os.MkdirAll(filepath.Join(containerDisks, "containerdisk"), 0o755); err != nil {
+	if err := os.MkdirAll(containerDisks, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(disk, filepath.Join(containerDisks, "containerdisk", "disk.img")); err != nil {
-		t.Fatal(err)
-	}
+	containerdisk.Serve(t, filepath.Join(containerDisks, "containerdisk.sock"), disk)
 	vmi := &virtv1.VirtualMachineInstance{}
 	if err := yaml.Unmarshal([]byte(`metadata: {name: testvmi-nocloud2, namespace: default, uid: 0a6b2f44-0000-4000-8000-000000000002}
 spec:

@@ -6,18 +6,21 @@
 // # Pods
 //
 // The runtime watches the pods whose spec.nodeName is its node. A pod gets
-// its emptyDir volumes, a network namespace and an address, then its
-// containers:
+// its emptyDir volumes, a network namespace and an address, then its init
+// containers, one after the other, each to its end, then its containers:
 //
 //   - a container whose image starts with the launcher image prefix runs its
-//     command from the virtkube binary (/usr/bin/virt-launcher becomes
-//     `virtkube virt-launcher … --private-libvirt`), through nsenter in the
-//     pod's network namespace and in a mount namespace of its own where the
-//     volumes are bound at their mount paths;
-//   - any other image is pulled into the image store (package image); a
-//     containerDisk's disk is linked into the directory its container
-//     names. Such a container has no process: it is Running while the pod
-//     runs.
+//     command from the virtkube binary's directory (/usr/bin/virt-launcher
+//     becomes `virtkube virt-launcher … --private-libvirt`;
+//     /usr/bin/container-disk, a program of its own, is bin/container-disk),
+//     through nsenter in the pod's network namespace and in a mount namespace
+//     of its own where the volumes are bound at their mount paths;
+//   - any other image is pulled into the image store (package image) and
+//     must be a containerDisk; its container runs its command from one of
+//     its volumes (the container-disk program, which the launcher image's
+//     init container put there) on this machine's root, with the image's
+//     disk file in $VIRTKUBE_CONTAINER_DISK_FILE, since image layers are
+//     not assembled into a root here.
 //
 // A container's first process is a small shell (see containerScript) that
 // sets up the mounts, runs the command as its child, forwards SIGTERM and
@@ -56,10 +59,10 @@
 //
 // # Not done yet
 //
-// No cgroups: resource requests and limits are not enforced. No egress NAT
-// (pods reach the host and each other, not beyond). Only emptyDir volumes
-// (no hostPath, PVC, secret, configMap, projected, downward API); no init
-// containers, no hostNetwork, no probes, no container restarts, no
-// /etc/hosts, /etc/resolv.conf or hostname of the pod's, no image garbage
-// collection, IPv4 only.
+// No egress NAT (pods reach the host and each other, not beyond). Only
+// emptyDir volumes (no hostPath, PVC, secret, configMap, projected,
+// downward API); init containers of the launcher image only; no
+// hostNetwork, no probes, no container restarts, no /etc/hosts,
+// /etc/resolv.conf or hostname of the pod's, no image garbage collection,
+// IPv4 only.
 package noderuntime

@@ -25,17 +25,11 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
+	"github.com/virtkube/virtkube/internal/containerdisk"
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
 )
 
 const (
-	// containerDiskPathEnv is where a containerDisk container (as
-	// virt-controller builds it) wants its disk: a directory under one of
-	// its volume mounts.
-	containerDiskPathEnv = "VIRTKUBE_CONTAINER_DISK_PATH"
-	// containerDisksVolume is the launcher pod's emptyDir for disks; used
-	// when a containerDisk container does not say where its disk goes.
-	containerDisksVolume = "container-disks"
 	// unknownExitCode is reported for a process whose end nobody saw
 	// (it ended while the runtime was down and left no exit record).
 	unknownExitCode = 137
@@ -85,17 +79,18 @@ type podWorker struct {
 type container struct {
 	name     string
 	spec     *corev1.Container // nil for a gone pod's
-	launcher bool
+	init     bool              // an init container
+	launcher bool              // runs from the virtkube binary
 	waiting  *corev1.ContainerStateWaiting
 
-	// Image containers: pulled and placed.
+	// Image containers: their image pulled, its containerDisk found.
 	imageID      string
-	ready        bool
-	readyAt      time.Time
+	pulled       bool
+	diskFile     string
 	pullFailures int
 	nextPull     time.Time
 
-	// Launcher containers: the process and how it ended.
+	// The process and how it ended.
 	proc       *process
 	exit       *exitRecord
 	startedAt  time.Time
@@ -232,30 +227,45 @@ func (w *podWorker) syncPod(ctx context.Context, pod *corev1.Pod) (time.Duration
 		return w.writeStatus(ctx, pod, 2*time.Second), false
 	}
 
+	// Init containers run one after the other, each to its end; one that
+	// fails fails the pod (restartPolicy Never).
+	for i := range pod.Spec.InitContainers {
+		c := w.container(&pod.Spec.InitContainers[i], true)
+		if !c.launcher {
+			w.rejected = &rejection{Reason: ReasonUnsupportedPodSpec, Message: fmt.Sprintf(
+				"init container %s: this node runtime runs init containers of the launcher image (%s…) only; image %s is not one",
+				c.name, w.r.cfg.LauncherImagePrefix, c.spec.Image)}
+			return w.writeStatus(ctx, pod, next), false
+		}
+		w.advance(pod, c)
+		if c.exit == nil {
+			return w.writeStatus(ctx, pod, next), false
+		}
+		if c.exit.Code != 0 {
+			if !w.completed {
+				w.completed, w.completedAt = true, c.finishedAt
+				w.log.Info("init container failed", "container", c.name, "exitCode", c.exit.Code)
+			}
+			return w.writeStatus(ctx, pod, next), false
+		}
+	}
+
 	imagesReady := true
 	for i := range pod.Spec.Containers {
-		c := w.container(&pod.Spec.Containers[i])
-		if c.launcher || c.ready {
+		c := w.container(&pod.Spec.Containers[i], false)
+		if c.launcher || c.pulled {
 			continue
 		}
-		if d := w.pullImage(pod, c); d < next {
+		if d := w.pullImage(c); d < next {
 			next = d
 		}
-		imagesReady = imagesReady && c.ready
+		imagesReady = imagesReady && c.pulled
 	}
-	launchers := 0
 	ended := 0
 	for i := range pod.Spec.Containers {
-		c := w.container(&pod.Spec.Containers[i])
-		if !c.launcher {
-			continue
-		}
-		launchers++
-		if imagesReady && c.proc == nil && c.exit == nil {
-			w.startLauncher(pod, c)
-		}
-		if c.proc != nil && c.exit == nil && c.proc.Exited() {
-			w.recordExit(c)
+		c := w.container(&pod.Spec.Containers[i], false)
+		if imagesReady {
+			w.advance(pod, c)
 		}
 		if c.exit != nil {
 			ended++
@@ -264,7 +274,7 @@ func (w *podWorker) syncPod(ctx context.Context, pod *corev1.Pod) (time.Duration
 			}
 		}
 	}
-	if !w.completed && launchers > 0 && ended == launchers {
+	if !w.completed && ended == len(pod.Spec.Containers) {
 		// The pod's work is done (restartPolicy Never): whatever its
 		// processes left behind goes, as with a container's cgroup.
 		w.completed = true
@@ -305,15 +315,25 @@ func (w *podWorker) prepare(pod *corev1.Pod) error {
 	return nil
 }
 
+// advance starts c once, or notes that its process ended.
+func (w *podWorker) advance(pod *corev1.Pod, c *container) {
+	if c.proc == nil && c.exit == nil {
+		w.startContainer(pod, c)
+	}
+	if c.proc != nil && c.exit == nil && c.proc.Exited() {
+		w.recordExit(c)
+	}
+}
+
 // container returns the worker's record of spec's container.
-func (w *podWorker) container(spec *corev1.Container) *container {
+func (w *podWorker) container(spec *corev1.Container, init bool) *container {
 	c, ok := w.containers[spec.Name]
 	if !ok {
 		c = &container{name: spec.Name}
 		w.containers[spec.Name] = c
 	}
 	if c.spec == nil {
-		c.spec = spec
+		c.spec, c.init = spec, init
 		c.launcher = strings.HasPrefix(spec.Image, w.r.cfg.LauncherImagePrefix)
 	}
 	return c
@@ -324,13 +344,11 @@ func (w *podWorker) container(spec *corev1.Container) *container {
 func (w *podWorker) loadProcesses(pod *corev1.Pod) {
 	var names []string
 	if pod != nil {
+		for i := range pod.Spec.InitContainers {
+			names = append(names, w.container(&pod.Spec.InitContainers[i], true).name)
+		}
 		for i := range pod.Spec.Containers {
-			c := w.container(&pod.Spec.Containers[i])
-			if c.launcher {
-				names = append(names, c.name)
-			} else {
-				w.loadPlacedDisk(pod, c)
-			}
+			names = append(names, w.container(&pod.Spec.Containers[i], false).name)
 		}
 	} else {
 		files, _ := filepath.Glob(filepath.Join(w.dir, "*.pid"))
@@ -357,28 +375,6 @@ func (w *podWorker) loadProcesses(pod *corev1.Pod) {
 			continue
 		}
 		w.recordExit(c)
-	}
-}
-
-// loadPlacedDisk takes a containerDisk placed by an earlier run as ready,
-// so a running pod is not re-pulled (and shown Pending) after a restart.
-func (w *podWorker) loadPlacedDisk(pod *corev1.Pod, c *container) {
-	dir, ok, err := w.containerDiskDir(pod, c.spec)
-	if err != nil || !ok {
-		return
-	}
-	for _, ext := range []string{"img", "qcow2"} {
-		fi, err := os.Lstat(filepath.Join(dir, "disk."+ext))
-		if err != nil {
-			continue
-		}
-		c.ready, c.readyAt = true, fi.ModTime()
-		for _, s := range pod.Status.ContainerStatuses {
-			if s.Name == c.name {
-				c.imageID = s.ImageID
-			}
-		}
-		return
 	}
 }
 
@@ -420,24 +416,12 @@ func (w *podWorker) recordExit(c *container) {
 	w.log.Info("container ended", "container", c.name, "exitCode", rec.Code, "reason", rec.Reason)
 }
 
-// pullImage pulls c's image and places its disk; it returns when to try
-// again after a failure.
-func (w *podWorker) pullImage(pod *corev1.Pod, c *container) time.Duration {
+// pullImage pulls c's image and finds its containerDisk; it returns when
+// to try again after a failure.
+func (w *podWorker) pullImage(c *container) time.Duration {
 	now := time.Now()
 	if now.Before(c.nextPull) {
 		return c.nextPull.Sub(now)
-	}
-	// Only containerDisks are pulled: nothing else could run here.
-	dir, ok, err := w.containerDiskDir(pod, c.spec)
-	if err != nil {
-		c.waiting = &corev1.ContainerStateWaiting{Reason: ReasonCreateContainerConfig, Message: err.Error()}
-		return resyncPeriod
-	}
-	if !ok {
-		c.waiting = &corev1.ContainerStateWaiting{Reason: ReasonCreateContainerError, Message: fmt.Sprintf(
-			"container %s: this node runtime runs launcher containers (images %s…) and containerDisks (containers mounting the %q emptyDir or setting %s); image %s is neither",
-			c.name, w.r.cfg.LauncherImagePrefix, containerDisksVolume, containerDiskPathEnv, c.spec.Image)}
-		return resyncPeriod
 	}
 	policy := c.spec.ImagePullPolicy
 	if policy == "" {
@@ -465,21 +449,15 @@ func (w *podWorker) pullImage(pod *corev1.Pod, c *container) time.Duration {
 	}
 	c.imageID = img.RepoDigest()
 	c.pullFailures, c.nextPull = 0, time.Time{}
-	disk, format, err := img.ContainerDisk()
+	// Only a containerDisk can run here: its container runs on this
+	// machine's root, and the image's one useful file is the disk.
+	disk, _, err := img.ContainerDisk()
 	if err != nil {
 		c.waiting = &corev1.ContainerStateWaiting{Reason: ReasonCreateContainerError, Message: err.Error()}
 		return resyncPeriod
 	}
-	link, err := placeDisk(dir, disk, format)
-	if err != nil {
-		c.waiting = &corev1.ContainerStateWaiting{Reason: ReasonCreateContainerError, Message: fmt.Sprintf("place disk of %s: %v", c.spec.Image, err)}
-		return resyncPeriod
-	}
-	c.ready, c.readyAt, c.waiting = true, time.Now(), nil
-	if fi, err := os.Lstat(link); err == nil {
-		c.readyAt = fi.ModTime()
-	}
-	w.log.V(2).Info("containerDisk placed", "container", c.name, "image", c.spec.Image, "disk", link)
+	c.pulled, c.diskFile, c.waiting = true, disk, nil
+	w.log.V(2).Info("image pulled", "container", c.name, "image", c.spec.Image, "disk", disk)
 	return resyncPeriod
 }
 
@@ -491,71 +469,6 @@ func pullBackoff(failures int) time.Duration {
 	return min(d, pullBackoffMax)
 }
 
-// placeDisk makes dir/disk.<img|qcow2> a symbolic link to the image's disk
-// (the launcher resolves it; the image store and the pod may be on different
-// filesystems) and removes anything else in dir: the launcher wants exactly
-// one disk there.
-func placeDisk(dir, disk, format string) (string, error) {
-	ext := "img"
-	if format == image.FormatQCOW2 {
-		ext = "qcow2"
-	}
-	link := filepath.Join(dir, "disk."+ext)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", err
-	}
-	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if p == link {
-			if target, err := os.Readlink(p); err == nil && target == disk {
-				continue
-			}
-		}
-		if err := os.RemoveAll(p); err != nil {
-			return "", err
-		}
-	}
-	if _, err := os.Lstat(link); err == nil {
-		return link, nil
-	}
-	return link, os.Symlink(disk, link)
-}
-
-// containerDiskDir is the host directory where spec's disk goes: the
-// directory its VIRTKUBE_CONTAINER_DISK_PATH names under one of its volume
-// mounts, else <container-disks emptyDir>/<volume> for a container named
-// volume<volume> that mounts that emptyDir. ok is false for a container that
-// is no containerDisk.
-func (w *podWorker) containerDiskDir(pod *corev1.Pod, spec *corev1.Container) (dir string, ok bool, err error) {
-	for _, e := range spec.Env {
-		if e.Name != containerDiskPathEnv {
-			continue
-		}
-		want := path.Clean(e.Value)
-		for _, m := range spec.VolumeMounts {
-			rel, err := filepath.Rel(path.Clean(m.MountPath), want)
-			if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-				continue
-			}
-			if !isEmptyDir(pod, m.Name) {
-				return "", false, fmt.Errorf("container %s: %s %s is on volume %s, which is no emptyDir", spec.Name, containerDiskPathEnv, e.Value, m.Name)
-			}
-			return filepath.Join(w.emptyDir(m.Name), rel), true, nil
-		}
-		return "", false, fmt.Errorf("container %s: %s %s is under none of its volume mounts", spec.Name, containerDiskPathEnv, e.Value)
-	}
-	for _, m := range spec.VolumeMounts {
-		if m.Name == containerDisksVolume && isEmptyDir(pod, m.Name) {
-			return filepath.Join(w.emptyDir(m.Name), strings.TrimPrefix(spec.Name, "volume")), true, nil
-		}
-	}
-	return "", false, nil
-}
-
 func isEmptyDir(pod *corev1.Pod, volume string) bool {
 	for _, v := range pod.Spec.Volumes {
 		if v.Name == volume {
@@ -565,19 +478,26 @@ func isEmptyDir(pod *corev1.Pod, volume string) bool {
 	return false
 }
 
-// startLauncher starts a launcher container's command from the virtkube
-// binary, in the pod's network namespace and a mount namespace of its own.
-func (w *podWorker) startLauncher(pod *corev1.Pod, c *container) {
+// startContainer starts c's command in the pod's network namespace and
+// cgroup and a mount namespace of its own: a launcher container's from the
+// virtkube binary, an image container's from one of its volumes.
+func (w *podWorker) startContainer(pod *corev1.Pod, c *container) {
 	fail := func(reason string, err error) {
 		c.waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: err.Error()}
 		w.log.Error(err, "start container", "container", c.name)
 	}
-	argv, err := launcherArgv(c.spec, w.r.cfg.Binary)
+	var argv []string
+	var err error
+	if c.launcher {
+		argv, err = launcherArgv(c.spec, w.r.cfg.Binary)
+	} else {
+		argv, err = w.imageArgv(pod, c.spec)
+	}
 	if err != nil {
 		fail(ReasonCreateContainerConfig, err)
 		return
 	}
-	mounts, err := w.mounts(pod, c.spec)
+	mounts, err := w.mounts(pod, c)
 	if err != nil {
 		fail(ReasonCreateContainerConfig, err)
 		return
@@ -607,6 +527,9 @@ func (w *podWorker) startLauncher(pod *corev1.Pod, c *container) {
 	cmd := exec.Command(w.r.nsenter, args...)
 	cmd.Dir = "/"
 	cmd.Env = containerEnv(pod, c.spec)
+	if c.diskFile != "" {
+		cmd.Env = append(cmd.Env, containerdisk.DiskFileEnv+"="+c.diskFile)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group; no parent-death signal: pods outlive the
 	// runtime.
@@ -629,13 +552,17 @@ func (w *podWorker) startLauncher(pod *corev1.Pod, c *container) {
 }
 
 // launcherArgv is the command line of a launcher container run from the
-// virtkube binary: the base name of the image's binary is virtkube's
-// subcommand. virt-launcher gets --private-libvirt: launchers share this
-// machine's filesystem.
+// virtkube binary: the image's /usr/bin is the directory of the virtkube
+// binary, where the programs virtkube is not are installed next to it
+// (container-disk); the others are virtkube's subcommands. virt-launcher
+// gets --private-libvirt: launchers share this machine's filesystem.
 func launcherArgv(spec *corev1.Container, binary string) ([]string, error) {
 	cmd := append(append([]string{}, spec.Command...), spec.Args...)
 	if len(spec.Command) == 0 {
 		return nil, fmt.Errorf("container %s: a launcher container needs a command (the image's binary, e.g. /usr/bin/virt-launcher)", spec.Name)
+	}
+	if sibling := filepath.Join(filepath.Dir(binary), path.Base(cmd[0])); isProgram(sibling) {
+		return append([]string{sibling}, cmd[1:]...), nil
 	}
 	argv := append([]string{binary, path.Base(cmd[0])}, cmd[1:]...)
 	if argv[1] == "virt-launcher" && !slices.Contains(argv, "--private-libvirt") {
@@ -644,12 +571,40 @@ func launcherArgv(spec *corev1.Container, binary string) ([]string, error) {
 	return argv, nil
 }
 
-// mounts are spec's volumes as bind mounts, after the launcher's scratch
+// isProgram reports whether p is an executable file that is not a link (to
+// the virtkube binary, as bin/virt-launcher is).
+func isProgram(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// imageArgv is the command line of an image container: its command must be
+// a program on one of its volumes (the launcher image put it there), as the
+// image itself (a containerDisk) is not unpacked into a root here.
+func (w *podWorker) imageArgv(pod *corev1.Pod, spec *corev1.Container) ([]string, error) {
+	cmd := append(append([]string{}, spec.Command...), spec.Args...)
+	if len(spec.Command) == 0 {
+		return nil, fmt.Errorf("container %s: image %s: this node runtime runs an image container's command from one of its volumes; it has no command", spec.Name, spec.Image)
+	}
+	for _, m := range spec.VolumeMounts {
+		rel, err := filepath.Rel(path.Clean(m.MountPath), path.Clean(cmd[0]))
+		if err != nil || !filepath.IsLocal(rel) || !isEmptyDir(pod, m.Name) {
+			continue
+		}
+		return append([]string{filepath.Join(w.emptyDir(m.Name), m.SubPath, rel)}, cmd[1:]...), nil
+	}
+	return nil, fmt.Errorf("container %s: image %s: command %s is on none of its volumes; this node runtime runs an image container's command from one of its volumes", spec.Name, spec.Image, cmd[0])
+}
+
+// mounts are c's volumes as bind mounts, after a launcher's scratch
 // directories.
-func (w *podWorker) mounts(pod *corev1.Pod, spec *corev1.Container) ([]bindMount, error) {
+func (w *podWorker) mounts(pod *corev1.Pod, c *container) ([]bindMount, error) {
+	spec := c.spec
 	var ms []bindMount
-	for _, p := range launcherScratch {
-		ms = append(ms, bindMount{Source: filepath.Join(w.dir, "containers", spec.Name, "rootfs", p), Target: p})
+	if c.launcher {
+		for _, p := range launcherScratch {
+			ms = append(ms, bindMount{Source: filepath.Join(w.dir, "containers", spec.Name, "rootfs", p), Target: p})
+		}
 	}
 	for _, m := range spec.VolumeMounts {
 		if !isEmptyDir(pod, m.Name) {
@@ -702,10 +657,7 @@ func checkPod(pod *corev1.Pod) *rejection {
 				v.Name, volumeKind(v.VolumeSource))}
 		}
 	}
-	switch {
-	case len(pod.Spec.InitContainers) > 0:
-		return &rejection{Reason: ReasonUnsupportedPodSpec, Message: "init containers are not supported by this node runtime yet"}
-	case pod.Spec.HostNetwork:
+	if pod.Spec.HostNetwork {
 		return &rejection{Reason: ReasonUnsupportedPodSpec, Message: "hostNetwork pods are not supported by this node runtime: each pod gets its own network namespace"}
 	}
 	return nil
@@ -729,28 +681,30 @@ func (w *podWorker) podRun(pod *corev1.Pod) podRun {
 	if w.addr != nil {
 		run.PodIP = w.addr.IP.String()
 	}
+	for i := range pod.Spec.InitContainers {
+		run.InitContainers = append(run.InitContainers, w.containerRun(w.container(&pod.Spec.InitContainers[i], true)))
+	}
 	for i := range pod.Spec.Containers {
-		c := w.container(&pod.Spec.Containers[i])
-		cr := containerRun{Name: c.name, Image: c.spec.Image, ImageID: c.imageID}
-		if c.launcher {
-			cr.ImageID = c.spec.Image
-		}
-		cr.State = w.containerState(c)
-		run.Containers = append(run.Containers, cr)
+		run.Containers = append(run.Containers, w.containerRun(w.container(&pod.Spec.Containers[i], false)))
 	}
 	return run
 }
 
+func (w *podWorker) containerRun(c *container) containerRun {
+	cr := containerRun{Name: c.name, Image: c.spec.Image, ImageID: c.imageID}
+	if c.launcher {
+		cr.ImageID = c.spec.Image
+	}
+	cr.State = w.containerState(c)
+	return cr
+}
+
 func (w *podWorker) containerState(c *container) corev1.ContainerState {
 	switch {
-	case c.launcher && c.exit != nil:
+	case c.exit != nil:
 		return terminatedState(*c.exit, metav1.NewTime(c.startedAt), metav1.NewTime(c.finishedAt))
-	case c.launcher && c.proc != nil:
+	case c.proc != nil:
 		return runningState(metav1.NewTime(c.startedAt))
-	case !c.launcher && c.ready && w.completed:
-		return terminatedState(exitRecord{}, metav1.NewTime(c.readyAt), metav1.NewTime(w.completedAt))
-	case !c.launcher && c.ready:
-		return runningState(metav1.NewTime(c.readyAt))
 	case c.waiting != nil:
 		return corev1.ContainerState{Waiting: c.waiting.DeepCopy()}
 	case w.setupErr != nil:
@@ -787,7 +741,7 @@ func (w *podWorker) writeStatus(ctx context.Context, pod *corev1.Pod, next time.
 // started reports whether any container of the pod ran.
 func (w *podWorker) started() bool {
 	for _, c := range w.containers {
-		if c.proc != nil || c.exit != nil || c.ready {
+		if c.proc != nil || c.exit != nil {
 			return true
 		}
 	}

@@ -13,11 +13,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
 	"github.com/virtkube/virtkube/test/containerdisk"
 )
 
-func TestLauncherArgv(t *testing.T) {
+func TestLauncherArgvSubcommands(t *testing.T) {
 	tests := []struct {
 		name string
 		c    corev1.Container
@@ -60,7 +62,7 @@ func TestCheckPod(t *testing.T) {
 			ReasonUnsupportedVolume, "persistentVolumeClaim volume"},
 		{"secret", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s"}}}}},
 			ReasonUnsupportedVolume, "come later"},
-		{"init containers", corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i"}}}, ReasonUnsupportedPodSpec, "init containers"},
+		{"init containers", corev1.PodSpec{InitContainers: []corev1.Container{{Name: "i"}}}, "", ""},
 		{"hostNetwork", corev1.PodSpec{HostNetwork: true}, ReasonUnsupportedPodSpec, "hostNetwork"},
 	}
 	for _, tt := range tests {
@@ -83,42 +85,52 @@ func testWorker(t *testing.T) *podWorker {
 
 func launcherPod() *corev1.Pod {
 	disks := corev1.VolumeMount{Name: "container-disks", MountPath: "/var/run/kubevirt/container-disks"}
+	bin := corev1.VolumeMount{Name: "virt-bin-share-dir", MountPath: "/var/run/virtkube/bin", ReadOnly: true}
+	serve := func(vol string) []string {
+		return []string{"/var/run/virtkube/bin/container-disk", "--socket", "/var/run/kubevirt/container-disks/" + vol + ".sock"}
+	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-x", UID: "0123abcd-0000-0000-0000-000000000000"},
 		Spec: corev1.PodSpec{
 			Volumes: []corev1.Volume{
 				{Name: "sockets", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "container-disks", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "virt-bin-share-dir", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "other", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}},
+			},
+			InitContainers: []corev1.Container{
+				{Name: "container-disk-binary", Image: "virtkube.local/virt-launcher:v1",
+					Command:      []string{"/usr/bin/container-disk", "--copy-to", "/var/run/virtkube/bin/container-disk"},
+					VolumeMounts: []corev1.VolumeMount{{Name: "virt-bin-share-dir", MountPath: "/var/run/virtkube/bin"}}},
 			},
 			Containers: []corev1.Container{
 				{Name: "compute", Image: "virtkube.local/virt-launcher:v1", Command: []string{"/usr/bin/virt-launcher"},
 					VolumeMounts: []corev1.VolumeMount{{Name: "sockets", MountPath: "/var/run/kubevirt/sockets"}, disks}},
-				{Name: "volumeroot", Image: "127.0.0.1:5000/disk:v1", VolumeMounts: []corev1.VolumeMount{disks},
-					Env: []corev1.EnvVar{{Name: containerDiskPathEnv, Value: "/var/run/kubevirt/container-disks/root"}}},
-				{Name: "volumedata", Image: "127.0.0.1:5000/disk:v2", VolumeMounts: []corev1.VolumeMount{disks}},
+				{Name: "volumeroot", Image: "127.0.0.1:5000/disk:v1", Command: serve("root"), VolumeMounts: []corev1.VolumeMount{disks, bin}},
+				{Name: "volumedata", Image: "127.0.0.1:5000/disk:v2", Command: serve("data"), VolumeMounts: []corev1.VolumeMount{disks, bin}},
 				{Name: "sidecar", Image: "busybox"},
-				{Name: "badenv", Image: "x", VolumeMounts: []corev1.VolumeMount{disks}, Env: []corev1.EnvVar{{Name: containerDiskPathEnv, Value: "/elsewhere"}}},
-				{Name: "hostenv", Image: "x", VolumeMounts: []corev1.VolumeMount{{Name: "other", MountPath: "/o"}}, Env: []corev1.EnvVar{{Name: containerDiskPathEnv, Value: "/o/d"}}},
+				{Name: "elsewhere", Image: "x", Command: []string{"/bin/sleep"}, VolumeMounts: []corev1.VolumeMount{disks}},
+				{Name: "onhost", Image: "x", Command: []string{"/o/prog"}, VolumeMounts: []corev1.VolumeMount{{Name: "other", MountPath: "/o"}}},
 			},
 		},
 	}
 }
 
-func TestContainerDiskDir(t *testing.T) {
+// An image container's command runs from the volume it is on; a command
+// elsewhere cannot run here, and the error says why.
+func TestImageArgv(t *testing.T) {
 	w := testWorker(t)
 	pod := launcherPod()
 	emptyDirs := "/kr/pods/0123abcd-0000-0000-0000-000000000000/volumes/kubernetes.io~empty-dir/"
 	tests := []struct {
 		container string
-		want      string
-		ok, bad   bool
+		want      []string
+		err       string
 	}{
-		{"volumeroot", emptyDirs + "container-disks/root", true, false},
-		{"volumedata", emptyDirs + "container-disks/data", true, false},
-		{"sidecar", "", false, false},
-		{"badenv", "", false, true},
-		{"hostenv", "", false, true},
+		{container: "volumeroot", want: []string{emptyDirs + "virt-bin-share-dir/container-disk", "--socket", "/var/run/kubevirt/container-disks/root.sock"}},
+		{container: "sidecar", err: "it has no command"},
+		{container: "elsewhere", err: "command /bin/sleep is on none of its volumes"},
+		{container: "onhost", err: "command /o/prog is on none of its volumes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.container, func(t *testing.T) {
@@ -128,18 +140,48 @@ func TestContainerDiskDir(t *testing.T) {
 					spec = &pod.Spec.Containers[i]
 				}
 			}
-			dir, ok, err := w.containerDiskDir(pod, spec)
-			if dir != tt.want || ok != tt.ok || (err != nil) != tt.bad {
-				t.Errorf("containerDiskDir = %q, %v, %v; want %q, %v, error %v", dir, ok, err, tt.want, tt.ok, tt.bad)
+			got, err := w.imageArgv(pod, spec)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("imageArgv = %v, %v; want error with %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("imageArgv = %v, %v; want %v", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// The launcher image's programs are virtkube's subcommands, or programs
+// installed next to it.
+func TestLauncherArgv(t *testing.T) {
+	bin := t.TempDir()
+	virtkube := filepath.Join(bin, "virtkube")
+	for _, f := range []string{virtkube, filepath.Join(bin, "container-disk")} {
+		if err := os.WriteFile(f, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("virtkube", filepath.Join(bin, "virt-launcher")); err != nil {
+		t.Fatal(err)
+	}
+	pod := launcherPod()
+	got, err := launcherArgv(&pod.Spec.InitContainers[0], virtkube)
+	if want := []string{filepath.Join(bin, "container-disk"), "--copy-to", "/var/run/virtkube/bin/container-disk"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("init container argv = %v, %v; want %v", got, err, want)
+	}
+	got, err = launcherArgv(&pod.Spec.Containers[0], virtkube)
+	if want := []string{virtkube, "virt-launcher", "--private-libvirt"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("compute argv = %v, %v; want %v", got, err, want)
 	}
 }
 
 func TestMounts(t *testing.T) {
 	w := testWorker(t)
 	pod := launcherPod()
-	got, err := w.mounts(pod, &pod.Spec.Containers[0])
+	got, err := w.mounts(pod, w.container(&pod.Spec.Containers[0], false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +195,16 @@ func TestMounts(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("mounts =\n%+v\nwant\n%+v", got, want)
 	}
+	// An image container gets its volumes only: the launcher's scratch
+	// paths are the launcher's.
+	got, err = w.mounts(pod, w.container(&pod.Spec.Containers[1], false))
+	want = []bindMount{
+		{Source: podDir + "/volumes/kubernetes.io~empty-dir/container-disks", Target: "/var/run/kubevirt/container-disks"},
+		{Source: podDir + "/volumes/kubernetes.io~empty-dir/virt-bin-share-dir", Target: "/var/run/virtkube/bin", ReadOnly: true},
+	}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("containerDisk mounts = %+v, %v; want %+v", got, err, want)
+	}
 	for _, bad := range []corev1.VolumeMount{
 		{Name: "other", MountPath: "/o"},
 		{Name: "sockets", MountPath: "/s", SubPath: "../x"},
@@ -160,42 +212,9 @@ func TestMounts(t *testing.T) {
 		{Name: "sockets", MountPath: "rel"},
 	} {
 		c := corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{bad}}
-		if _, err := w.mounts(pod, &c); err == nil {
+		if _, err := w.mounts(pod, &container{name: "c", spec: &c}); err == nil {
 			t.Errorf("mount %+v accepted", bad)
 		}
-	}
-}
-
-func TestPlaceDisk(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "root")
-	disk := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(disk, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link, err := placeDisk(dir, disk, "raw")
-	if err != nil || link != filepath.Join(dir, "disk.img") {
-		t.Fatalf("placeDisk = %q, %v", link, err)
-	}
-	fi1, _ := os.Lstat(link)
-	// Again: kept as it is.
-	if _, err := placeDisk(dir, disk, "raw"); err != nil {
-		t.Fatal(err)
-	}
-	fi2, _ := os.Lstat(link)
-	if !fi1.ModTime().Equal(fi2.ModTime()) {
-		t.Error("an unchanged link was made again")
-	}
-	// Another format: the old link goes, exactly one disk stays.
-	link, err = placeDisk(dir, disk, "qcow2")
-	if err != nil || filepath.Base(link) != "disk.qcow2" {
-		t.Fatalf("placeDisk = %q, %v", link, err)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("%d entries in the disk dir", len(entries))
-	}
-	if target, _ := os.Readlink(link); target != disk {
-		t.Errorf("link -> %q", target)
 	}
 }
 
@@ -258,7 +277,7 @@ func TestPodNetworkNames(t *testing.T) {
 	}
 }
 
-// A containerDisk is pulled and linked where the launcher finds it; a
+// A containerDisk is pulled and its disk found for its container; a
 // missing image is ErrImagePull first, ImagePullBackOff after a failed
 // retry, with kubelet's back-off between attempts.
 func TestPullImage(t *testing.T) {
@@ -281,30 +300,26 @@ func TestPullImage(t *testing.T) {
 	pod.Spec.Containers[1].Image = ref
 	pod.Spec.Containers[2].Image = registry + "/disk:missing"
 
-	good := w.container(&pod.Spec.Containers[1])
-	w.pullImage(pod, good)
-	if !good.ready || good.waiting != nil || !strings.HasPrefix(good.imageID, registry+"/disk@sha256:") {
+	good := w.container(&pod.Spec.Containers[1], false)
+	w.pullImage(good)
+	if !good.pulled || good.waiting != nil || !strings.HasPrefix(good.imageID, registry+"/disk@sha256:") {
 		t.Fatalf("after a good pull: %+v (waiting %+v)", good, good.waiting)
 	}
-	link := filepath.Join(w.emptyDir("container-disks"), "root", "disk.img")
-	if body, err := os.ReadFile(link); err != nil || len(body) != 4096 {
-		t.Errorf("disk through %s: %d bytes, %v", link, len(body), err)
-	}
-	if st := w.containerState(good); st.Running == nil {
-		t.Errorf("state of a placed containerDisk: %+v", st)
+	if body, err := os.ReadFile(good.diskFile); err != nil || len(body) != 4096 {
+		t.Errorf("disk %s: %d bytes, %v", good.diskFile, len(body), err)
 	}
 
-	bad := w.container(&pod.Spec.Containers[2])
+	bad := w.container(&pod.Spec.Containers[2], false)
 	for i, want := range []string{image.ReasonErrImagePull, ReasonImagePullBackOff, ReasonImagePullBackOff} {
-		delay := w.pullImage(pod, bad)
-		if bad.ready || bad.waiting == nil || bad.waiting.Reason != want || !strings.Contains(bad.waiting.Message, "disk:missing") {
+		delay := w.pullImage(bad)
+		if bad.pulled || bad.waiting == nil || bad.waiting.Reason != want || !strings.Contains(bad.waiting.Message, "disk:missing") {
 			t.Fatalf("attempt %d: %+v", i+1, bad.waiting)
 		}
 		if wantDelay := pullBackoff(i + 1); delay != wantDelay {
 			t.Errorf("attempt %d: retry in %s, want %s", i+1, delay, wantDelay)
 		}
 		// Within the back-off nothing is pulled.
-		if d := w.pullImage(pod, bad); d <= 0 || d > delay || bad.pullFailures != i+1 {
+		if d := w.pullImage(bad); d <= 0 || d > delay || bad.pullFailures != i+1 {
 			t.Errorf("attempt %d: pulled again within the back-off (%s, %d failures)", i+1, d, bad.pullFailures)
 		}
 		bad.nextPull = time.Time{}
@@ -313,9 +328,15 @@ func TestPullImage(t *testing.T) {
 		t.Errorf("state of an unpullable container: %+v", st)
 	}
 
-	other := w.container(&pod.Spec.Containers[3])
-	w.pullImage(pod, other)
-	if other.waiting == nil || other.waiting.Reason != ReasonCreateContainerError {
-		t.Errorf("a container that is neither launcher nor containerDisk: %+v", other.waiting)
+	// An image that is no containerDisk cannot run here.
+	notDisk, err := containerdisk.PushImage(context.Background(), registry, "app", "v1", empty.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Spec.Containers[3].Image = notDisk
+	other := w.container(&pod.Spec.Containers[3], false)
+	w.pullImage(other)
+	if other.pulled || other.waiting == nil || other.waiting.Reason != ReasonCreateContainerError {
+		t.Errorf("an image that is no containerDisk: %+v", other.waiting)
 	}
 }

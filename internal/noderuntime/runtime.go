@@ -44,7 +44,8 @@ type RuntimeConfig struct {
 	KubeletRoot string
 	// Images pulls the images of containers that are not launchers.
 	Images *image.Store
-	// Binary is the virtkube binary that runs launcher containers.
+	// Binary is the virtkube binary that runs launcher containers; the
+	// container-disk program must be next to it.
 	Binary string
 	// LauncherImagePrefix marks launcher images (e.g.
 	// "virtkube.local/virt-launcher:"): they are not pulled; their
@@ -100,6 +101,11 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	}
 	if _, err := os.Stat(cfg.Binary); err != nil {
 		return nil, fmt.Errorf("node runtime: Binary: %w", err)
+	}
+	// The launcher image's other program; without it no containerDisk
+	// can start.
+	if p := filepath.Join(filepath.Dir(cfg.Binary), "container-disk"); !isProgram(p) {
+		return nil, fmt.Errorf("node runtime: %s is missing: containerDisks need the container-disk program next to %s (`make build` puts both in bin/)", p, filepath.Base(cfg.Binary))
 	}
 	a, err := newIPAM(filepath.Join(cfg.KubeletRoot, "ipam"), cfg.PodCIDR)
 	if err != nil {

@@ -23,6 +23,8 @@ const (
 	ReasonUnsupportedPodSpec    = "UnsupportedPodSpec"
 	ReasonContainersNotReady    = "ContainersNotReady"
 	ReasonPodCompleted          = "PodCompleted"
+	ReasonPodInitializing       = "PodInitializing"
+	ReasonNotInitialized        = "ContainersNotInitialized"
 )
 
 // rejection is why a pod can never run on this node.
@@ -42,8 +44,9 @@ type podRun struct {
 	NetworkReady bool
 	PodIP        string
 	HostIP       string
-	// Containers are in the order of the pod's spec.
-	Containers []containerRun
+	// InitContainers and Containers are in the order of the pod's spec.
+	InitContainers []containerRun
+	Containers     []containerRun
 }
 
 // podStatus is the status pod should have given what runs, a pure function.
@@ -71,9 +74,34 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 		st.PodIPs = []corev1.PodIP{{IP: run.PodIP}}
 	}
 
+	st.InitContainerStatuses = nil
+	var uninitialized []string
+	for _, c := range run.InitContainers {
+		done := c.State.Terminated != nil && c.State.Terminated.ExitCode == 0
+		st.InitContainerStatuses = append(st.InitContainerStatuses, corev1.ContainerStatus{
+			Name:    c.Name,
+			State:   c.State,
+			Ready:   done,
+			Started: ptr.To(c.State.Running != nil),
+			Image:   c.Image,
+			ImageID: c.ImageID,
+		})
+		if !done {
+			uninitialized = append(uninitialized, c.Name)
+		}
+	}
+	initialized := condition(corev1.PodInitialized, true, "", "")
+	if len(uninitialized) > 0 {
+		initialized = condition(corev1.PodInitialized, false, ReasonNotInitialized,
+			fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(uninitialized, " ")))
+	}
+
 	st.ContainerStatuses = nil
 	var unready []string
 	for _, c := range run.Containers {
+		if len(uninitialized) > 0 && c.State.Running == nil && c.State.Terminated == nil {
+			c.State = waitingState(ReasonPodInitializing, "")
+		}
 		running := c.State.Running != nil
 		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
 			Name:    c.Name,
@@ -104,7 +132,7 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 	}
 	ours := []corev1.PodCondition{
 		condition(corev1.PodReadyToStartContainers, run.NetworkReady, "", ""),
-		condition(corev1.PodInitialized, true, "", ""),
+		initialized,
 		ready,
 		containersReady,
 		scheduled,
@@ -128,7 +156,8 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 }
 
 // podPhase is kubelet's phase for a pod whose restartPolicy is Never: Pending
-// while a container waits, Succeeded or Failed once all have terminated,
+// while an init container has not completed or a container waits, Failed
+// when an init container failed, Succeeded or Failed once all have terminated,
 // Running otherwise.
 func podPhase(current corev1.PodPhase, run podRun) corev1.PodPhase {
 	if terminal(current) {
@@ -139,6 +168,14 @@ func podPhase(current corev1.PodPhase, run podRun) corev1.PodPhase {
 	}
 	if len(run.Containers) == 0 {
 		return corev1.PodPending
+	}
+	for _, c := range run.InitContainers {
+		switch t := c.State.Terminated; {
+		case t != nil && t.ExitCode != 0:
+			return corev1.PodFailed
+		case t == nil:
+			return corev1.PodPending
+		}
 	}
 	terminated, failed := 0, false
 	for _, c := range run.Containers {

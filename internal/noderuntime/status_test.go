@@ -42,6 +42,9 @@ func TestPodPhase(t *testing.T) {
 		{"rejected", corev1.PodPending, podRun{Rejected: &rejection{Reason: ReasonUnsupportedVolume}, Containers: []containerRun{waiting("c", ReasonContainerCreating)}}, corev1.PodFailed},
 		{"terminal stays terminal", corev1.PodSucceeded, podRun{Containers: []containerRun{running("compute")}}, corev1.PodSucceeded},
 		{"failed stays failed", corev1.PodFailed, podRun{Containers: []containerRun{exited("compute", 0)}}, corev1.PodFailed},
+		{"init container runs", corev1.PodPending, podRun{InitContainers: []containerRun{running("init")}, Containers: []containerRun{waiting("compute", ReasonPodInitializing)}}, corev1.PodPending},
+		{"init container failed", corev1.PodPending, podRun{InitContainers: []containerRun{exited("init", 1)}, Containers: []containerRun{waiting("compute", ReasonPodInitializing)}}, corev1.PodFailed},
+		{"initialized, all running", corev1.PodPending, podRun{InitContainers: []containerRun{exited("init", 0)}, Containers: []containerRun{running("compute")}}, corev1.PodRunning},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,6 +140,34 @@ func TestPodStatus(t *testing.T) {
 			tt.check(t, podStatus(tt.pod, tt.run, t2))
 		})
 	}
+}
+
+// While an init container runs, the pod is not Initialized, says which
+// init container it waits for, and its containers wait with
+// PodInitializing, as kubelet reports it.
+func TestPodStatusInitContainers(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	run := podRun{NetworkReady: true,
+		InitContainers: []containerRun{running("container-disk-binary")},
+		Containers:     []containerRun{waiting("compute", ReasonContainerCreating)}}
+	st := podStatus(pod, run, t1)
+	want(t, "phase", st.Phase, corev1.PodPending)
+	init := cond(t, st, corev1.PodInitialized)
+	want(t, "Initialized", init.Status, corev1.ConditionFalse)
+	want(t, "Initialized message", init.Message, "containers with incomplete status: [container-disk-binary]")
+	if len(st.InitContainerStatuses) != 1 || st.InitContainerStatuses[0].State.Running == nil || st.InitContainerStatuses[0].Ready {
+		t.Errorf("init container statuses = %+v", st.InitContainerStatuses)
+	}
+	if w := st.ContainerStatuses[0].State.Waiting; w == nil || w.Reason != ReasonPodInitializing {
+		t.Errorf("compute while initializing: %+v", st.ContainerStatuses[0].State)
+	}
+
+	run.InitContainers[0] = exited("container-disk-binary", 0)
+	run.Containers[0] = running("compute")
+	st = podStatus(pod, run, t2)
+	want(t, "phase once initialized", st.Phase, corev1.PodRunning)
+	want(t, "Initialized once done", cond(t, st, corev1.PodInitialized).Status, corev1.ConditionTrue)
+	want(t, "init container ready once done", st.InitContainerStatuses[0].Ready, true)
 }
 
 // A status computed again from the same facts is equal to the written one,

@@ -14,20 +14,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	virtv1 "kubevirt.io/api/core/v1"
 
+	"github.com/virtkube/virtkube/internal/containerdisk"
 	"github.com/virtkube/virtkube/internal/domain"
 	"github.com/virtkube/virtkube/internal/storage/cloudinit"
 )
 
 // Dirs are where volumes come from and go to in the launcher pod.
 type Dirs struct {
-	// ContainerDisks has one directory per containerDisk volume, holding
-	// the image's disk file (the node runtime or the container-disk
-	// container puts it there).
+	// ContainerDisks holds the socket of each containerDisk volume's
+	// container-disk server (see package containerdisk).
 	ContainerDisks string
+	// Holder keeps the containerDisks' servers running while the launcher
+	// runs; nil resolves without holding.
+	Holder *containerdisk.Holder
 	// Ephemeral receives overlays, empty disks and cloud-init ISOs.
 	Ephemeral string
 }
@@ -102,28 +106,29 @@ func DetectFormat(path string) (string, error) {
 	return "raw", nil
 }
 
+// containerDiskWait bounds how long the launcher waits for a containerDisk's
+// container to serve its disk (its image may still be pulled when the
+// compute container starts).
+const containerDiskWait = 2 * time.Minute
+
 // containerDisk puts a qcow2 overlay over the image's disk, so the guest
-// never writes into the pulled image.
+// never writes into the pulled image. The disk is reached through the
+// container-disk server of the volume's container.
 func containerDisk(ctx context.Context, v virtv1.Volume, dirs Dirs) (domain.DiskSource, error) {
-	dir := filepath.Join(dirs.ContainerDisks, v.Name)
-	entries, err := os.ReadDir(dir)
+	socket := containerdisk.SocketPath(dirs.ContainerDisks, v.Name)
+	ctx, cancel := context.WithTimeout(ctx, containerDiskWait)
+	defer cancel()
+	var (
+		base string
+		err  error
+	)
+	if dirs.Holder != nil {
+		base, err = dirs.Holder.Resolve(ctx, socket)
+	} else {
+		base, err = containerdisk.Resolve(ctx, socket)
+	}
 	if err != nil {
 		return domain.DiskSource{}, fmt.Errorf("containerDisk %s (%s): %w", v.Name, v.ContainerDisk.Image, err)
-	}
-	var base string
-	for _, e := range entries {
-		if !e.IsDir() {
-			if base != "" {
-				return domain.DiskSource{}, fmt.Errorf("containerDisk %s (%s): more than one disk file in %s", v.Name, v.ContainerDisk.Image, dir)
-			}
-			base = filepath.Join(dir, e.Name())
-		}
-	}
-	if base == "" {
-		return domain.DiskSource{}, fmt.Errorf("containerDisk %s (%s): no disk file in %s; the image needs one under /disk/", v.Name, v.ContainerDisk.Image, dir)
-	}
-	if p := v.ContainerDisk.Path; p != "" {
-		base = filepath.Join(dir, filepath.Base(p))
 	}
 	format, err := DetectFormat(base)
 	if err != nil {

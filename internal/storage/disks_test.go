@@ -8,9 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	virtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/virtkube/virtkube/internal/containerdisk"
 )
 
 func vmiWith(t *testing.T, volumes string) *virtv1.VirtualMachineInstance {
@@ -42,13 +45,20 @@ func virtualSize(t *testing.T, path string) (string, int64) {
 func TestPrepareMakesEveryKindOfDisk(t *testing.T) {
 	dir := t.TempDir()
 	dirs := Dirs{ContainerDisks: filepath.Join(dir, "cd"), Ephemeral: filepath.Join(dir, "eph")}
-	base := filepath.Join(dirs.ContainerDisks, "root", "disk.img")
+	// The containerDisk's container serves its image's disk.
+	base := filepath.Join(dir, "image", "disk", "disk.img")
 	if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dirs.ContainerDisks, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(base, make([]byte, 1<<20), 0o444); err != nil {
 		t.Fatal(err)
 	}
+	serving, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	go containerdisk.Serve(serving, containerdisk.SocketPath(dirs.ContainerDisks, "root"), base, nil)
 	hostPath := filepath.Join(dir, "host", "disk.img")
 	vmi := vmiWith(t, `  - {name: root, containerDisk: {image: x}}
   - {name: scratch, emptyDisk: {capacity: 2Gi}}
@@ -94,9 +104,11 @@ func TestPrepareErrorsNameTheField(t *testing.T) {
 		{"  - {name: d, hostDisk: {path: relative.img, type: DiskOrCreate, capacity: 1Gi}}\n", "spec.volumes[0].hostDisk.path"},
 		{"  - {name: d, hostDisk: {path: " + t.TempDir() + "/new.img, type: DiskOrCreate}}\n", "spec.volumes[0].hostDisk.capacity"},
 		{"  - {name: d, persistentVolumeClaim: {claimName: c}}\n", `spec.volumes[0]: Unsupported value: "persistentVolumeClaim"`},
-		{"  - {name: d, containerDisk: {image: nothing-here}}\n", "no such file"},
+		{"  - {name: d, containerDisk: {image: nothing-here}}\n", "containerDisk d (nothing-here): containerDisk socket " + dirs.ContainerDisks + "/d.sock"},
 	} {
-		_, err := Prepare(context.Background(), vmiWith(t, tc.volume), dirs, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := Prepare(ctx, vmiWith(t, tc.volume), dirs, nil)
+		cancel()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", strings.TrimSpace(tc.volume), err, tc.want)
 		}

@@ -17,7 +17,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,4 +149,50 @@ func writeDiskTar(w io.Writer, disk io.Reader, base string, size int64) error {
 		return fmt.Errorf("copy disk: %w", err)
 	}
 	return tw.Close()
+}
+
+var (
+	serverOnce sync.Once
+	serverBin  string
+	serverErr  error
+)
+
+// ServerBinary is the container-disk program, built without cgo as the
+// Makefile builds it, once per test binary.
+func ServerBinary() (string, error) {
+	serverOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "container-disk-bin")
+		if err != nil {
+			serverErr = err
+			return
+		}
+		serverBin = filepath.Join(dir, "container-disk")
+		cmd := exec.Command("go", "build", "-o", serverBin, "github.com/virtkube/virtkube/cmd/container-disk")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			serverErr = fmt.Errorf("build container-disk: %w\n%s", err, out)
+		}
+	})
+	return serverBin, serverErr
+}
+
+// Serve runs the container-disk program for disk on socket, as a
+// containerDisk's container does in a launcher pod, until the test ends or
+// the launcher holding it lets go.
+func Serve(t testing.TB, socket, disk string) {
+	t.Helper()
+	bin, err := ServerBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--socket", socket)
+	cmd.Env = append(os.Environ(), "VIRTKUBE_CONTAINER_DISK_FILE="+disk)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
 }

@@ -26,81 +26,99 @@ import (
 )
 
 // kubeletRunLauncher does what kubelet does for a launcher pod on the test's
-// worker: it makes the pod's emptyDirs under kubeletRoot, puts the
-// containerDisk's file where the compute container finds it, runs the
-// compute container's command (virt-launcher from bin/) with the pod's
-// directories mapped to host paths, and reports the pod Running and Ready.
+// worker, from the pod's spec: it makes the pod's emptyDirs under
+// kubeletRoot, runs the init container to its end, then the containers, each
+// with its volumes at their mount paths in a mount namespace of its own,
+// and reports the pod Running and Ready. Programs of the launcher image
+// (/usr/bin/…) come from bin/. The containerDisk image holds disk; as the
+// image is not unpacked here, container-disk is told where the disk is.
 func kubeletRunLauncher(t *testing.T, s *framework.Server, pod *corev1.Pod, kubeletRoot, disk string) *exec.Cmd {
 	t.Helper()
-	dirs := handler.PodDirs{KubeletRoot: kubeletRoot}
-	sockets := dirs.EmptyDir(pod.UID, "sockets")
-	containerDisks := dirs.EmptyDir(pod.UID, "container-disks")
-	podDir := filepath.Join(kubeletRoot, "pods", string(pod.UID))
-	if err := os.MkdirAll(filepath.Join(containerDisks, "root"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(sockets, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(disk, filepath.Join(containerDisks, "root", "disk.img")); err != nil {
-		t.Fatal(err)
-	}
-	// Like a container runtime, give the compute container its volumes at
-	// the paths of the pod spec, in a mount namespace of its own; the
-	// command line is the pod's, unchanged.
-	mounts := map[string]string{
-		sockets:                            "/var/run/kubevirt/sockets",
-		containerDisks:                     "/var/run/kubevirt/container-disks",
-		filepath.Join(podDir, "ephemeral"): "/var/run/kubevirt-ephemeral-disks",
-		filepath.Join(podDir, "libvirt"):   "/var/run/kubevirt-private/libvirt",
-	}
-	var script strings.Builder
-	script.WriteString("set -e; mount --make-rprivate /\n")
-	for src, dst := range mounts {
-		for _, d := range []string{src, dst} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		fmt.Fprintf(&script, "mount --bind %q %q\n", src, dst)
-	}
-	script.WriteString(`exec "$0" "$@"` + "\n")
 	bin, err := framework.Binary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"-c", script.String(), bin, "virt-launcher"}, pod.Spec.Containers[0].Command[1:]...)
-	args = append(args, "--private-libvirt")
-	cmd := exec.Command("/bin/sh", args...)
-	logFile, err := os.Create(filepath.Join(podDir, "compute.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Unshareflags: syscall.CLONE_NEWNS}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		// libvirtd starts QEMU in a session of its own: find it by name.
-		_ = exec.Command("pkill", "-KILL", "-f", "guest="+pod.Namespace+"_"+pod.Labels["vmi.kubevirt.io/id"]+",").Run()
-		_, _ = cmd.Process.Wait()
-		logFile.Close()
-		if t.Failed() {
-			body, _ := os.ReadFile(logFile.Name())
-			t.Logf("launcher log:\n%s", body)
+	dirs := handler.PodDirs{KubeletRoot: kubeletRoot}
+	podDir := filepath.Join(kubeletRoot, "pods", string(pod.UID))
+	launcherProgram := func(argv []string) []string {
+		if sibling := filepath.Join(filepath.Dir(bin), filepath.Base(argv[0])); filepath.Base(argv[0]) == "container-disk" {
+			return append([]string{sibling}, argv[1:]...)
 		}
-	})
+		return append([]string{bin, filepath.Base(argv[0])}, argv[1:]...)
+	}
+	run := func(c corev1.Container, argv []string, env ...string) *exec.Cmd {
+		// Like a container runtime, give the container its volumes at
+		// the paths of the pod spec, in a mount namespace of its own.
+		mounts := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			mounts[dirs.EmptyDir(pod.UID, m.Name)] = m.MountPath
+		}
+		if c.Name == "compute" {
+			// The image's writable layer.
+			mounts[filepath.Join(podDir, "ephemeral")] = "/var/run/kubevirt-ephemeral-disks"
+			mounts[filepath.Join(podDir, "libvirt")] = "/var/run/kubevirt-private/libvirt"
+		}
+		var script strings.Builder
+		script.WriteString("set -e; mount --make-rprivate /\n")
+		for src, dst := range mounts {
+			for _, d := range []string{src, dst} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fmt.Fprintf(&script, "mount --bind %q %q\n", src, dst)
+		}
+		script.WriteString(`exec "$0" "$@"` + "\n")
+		cmd := exec.Command("/bin/sh", append([]string{"-c", script.String()}, argv...)...)
+		cmd.Env = append(os.Environ(), env...)
+		logFile, err := os.Create(filepath.Join(podDir, c.Name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Unshareflags: syscall.CLONE_NEWNS}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			if c.Name == "compute" {
+				// libvirtd starts QEMU in a session of its own: find it by name.
+				_ = exec.Command("pkill", "-KILL", "-f", "guest="+pod.Namespace+"_"+pod.Labels["vmi.kubevirt.io/id"]+",").Run()
+			}
+			_, _ = cmd.Process.Wait()
+			logFile.Close()
+			if t.Failed() {
+				body, _ := os.ReadFile(logFile.Name())
+				t.Logf("%s log:\n%s", c.Name, body)
+			}
+		})
+		return cmd
+	}
+	if err := os.MkdirAll(podDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if err := run(c, launcherProgram(c.Command)).Wait(); err != nil {
+			t.Fatalf("init container %s: %v", c.Name, err)
+		}
+	}
+	var compute *exec.Cmd
+	var statuses []corev1.ContainerStatus
+	for _, c := range pod.Spec.Containers {
+		if c.Name == "compute" {
+			compute = run(c, append(launcherProgram(c.Command), "--private-libvirt"))
+		} else {
+			run(c, c.Command, "VIRTKUBE_CONTAINER_DISK_FILE="+disk)
+		}
+		statuses = append(statuses, corev1.ContainerStatus{Name: c.Name, Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}})
+	}
 	kubeletStatus(t, s, pod, func(st *corev1.PodStatus) {
 		st.Phase = corev1.PodRunning
-		st.ContainerStatuses = []corev1.ContainerStatus{
-			{Name: "compute", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
-			{Name: "volumeroot", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
-		}
+		st.ContainerStatuses = statuses
 		st.Conditions = append(st.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
 	})
-	return cmd
+	return compute
 }
 
 // startHandler runs a standalone virt-handler for node, its console server

@@ -210,6 +210,15 @@ func TestNodeRuntime(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(rt.cfg.KubeletRoot, "ipam", pod.Status.PodIP)); err != nil {
 			t.Errorf("IP reservation: %v", err)
 		}
+		// The init container put container-disk in the pod and completed;
+		// the containerDisk's container runs it from there.
+		if ics := pod.Status.InitContainerStatuses; len(ics) != 1 || ics[0].State.Terminated == nil || ics[0].State.Terminated.ExitCode != 0 {
+			t.Errorf("init containers: %+v", ics)
+		}
+		program := filepath.Join(rt.podDir(uid), "volumes/kubernetes.io~empty-dir/virt-bin-share-dir/container-disk")
+		if out, err := exec.Command("pgrep", "-f", "^"+program+" --socket /var/run/kubevirt/container-disks/root.sock").Output(); err != nil || len(strings.Fields(string(out))) != 1 {
+			t.Errorf("container-disk processes of the pod: %q, %v", out, err)
+		}
 
 		// Inside the pod: eth0 with the pod IP, a default route via the
 		// bridge, and the host reachable through it.
@@ -291,7 +300,7 @@ func TestNodeRuntime(t *testing.T) {
 			return apierrors.IsNotFound(err), fmt.Sprintf("VMI still there (%v)", err)
 		})
 		t.Logf("pod and VMI gone %s after the delete", time.Since(deleted).Round(time.Millisecond))
-		if procs := processesWith(domain.Name(v), string(v.UID)); len(procs) > 0 {
+		if procs := processesWith(domain.Name(v), string(v.UID), uid); len(procs) > 0 {
 			t.Errorf("processes of the VMI still run: %v", procs)
 		}
 		if _, err := os.Lstat(filepath.Join("/run/netns", netnsName)); !errors.Is(err, fs.ErrNotExist) {

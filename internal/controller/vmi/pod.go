@@ -1,7 +1,6 @@
 package vmi
 
 import (
-	"fmt"
 	"hash/fnv"
 	"strconv"
 
@@ -28,9 +27,24 @@ const (
 	SocketsVolume = "sockets"
 	// SocketsDir is where SocketsVolume is mounted in the compute container.
 	SocketsDir = "/var/run/kubevirt/sockets"
-	// ContainerDisksDir is where containerDisk volumes are found by the
-	// launcher; one subdirectory per volume.
+	// ContainerDisksDir is shared by the compute container and the
+	// containerDisk containers: each containerDisk's container-disk server
+	// listens there on <volume>.sock (see package containerdisk).
 	ContainerDisksDir = "/var/run/kubevirt/container-disks"
+	// containerDisksVolume is the emptyDir at ContainerDisksDir.
+	containerDisksVolume = "container-disks"
+	// BinShareVolume carries the container-disk program from the launcher
+	// image to the containerDisk containers, whose images hold nothing
+	// but a disk.
+	BinShareVolume = "virt-bin-share-dir"
+	// ContainerDiskBinaryContainer is the init container that fills
+	// BinShareVolume.
+	ContainerDiskBinaryContainer = "container-disk-binary"
+	// containerDiskProgram is the program's path in the launcher image.
+	containerDiskProgram = "/usr/bin/container-disk"
+	// binShareDir is where BinShareVolume is mounted: in the init
+	// container and in the containerDisk containers.
+	binShareDir = "/var/run/virtkube/bin"
 	// defaultGracePeriod is KubeVirt's default terminationGracePeriodSeconds.
 	defaultGracePeriod = 30
 	// killMargin is added to the VMI's grace period for the pod, so the
@@ -134,7 +148,7 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 			"--container-disks-dir", ContainerDisksDir,
 		),
 		Resources:    corev1.ResourceRequirements{Requests: requests, Limits: limits},
-		VolumeMounts: []corev1.VolumeMount{socketsMount, {Name: "container-disks", MountPath: ContainerDisksDir}},
+		VolumeMounts: []corev1.VolumeMount{socketsMount, {Name: containerDisksVolume, MountPath: ContainerDisksDir}},
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -163,7 +177,7 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 			Containers:                    []corev1.Container{compute},
 			Volumes: []corev1.Volume{
 				{Name: SocketsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-				{Name: "container-disks", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: containerDisksVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 			},
 		},
 	}
@@ -177,7 +191,15 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 		if v.ContainerDisk.Image == "" {
 			return nil, field.Required(field.NewPath("spec", "volumes").Index(i).Child("containerDisk", "image"), "a containerDisk needs an image")
 		}
-		pod.Spec.Containers = append(pod.Spec.Containers, containerDiskContainer(v, cfg))
+		pod.Spec.Containers = append(pod.Spec.Containers, containerDiskContainer(v))
+	}
+	if len(pod.Spec.Containers) > 1 {
+		// The launcher reaches each disk through its server's
+		// /proc/<pid>/root: the pod shares one pid namespace.
+		pod.Spec.ShareProcessNamespace = ptr.To(true)
+		pod.Spec.InitContainers = []corev1.Container{containerDiskBinaryContainer(cfg)}
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+			Name: BinShareVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	}
 	return pod, nil
 }
@@ -207,26 +229,46 @@ func LauncherPodName(vmi *virtv1.VirtualMachineInstance) string {
 // image, named as KubeVirt names it.
 func ContainerDiskContainerName(volume string) string { return "volume" + volume }
 
-// containerDiskContainer keeps a containerDisk image present in the pod. The
-// image's /disk/ holds the disk; the container itself only waits. Its
-// resources are tiny, as KubeVirt's.
-func containerDiskContainer(v virtv1.Volume, cfg PodConfig) corev1.Container {
+// containerDiskResources are tiny, as KubeVirt's: the container only runs
+// the container-disk server.
+var containerDiskResources = corev1.ResourceList{
+	corev1.ResourceCPU:    resource.MustParse("10m"),
+	corev1.ResourceMemory: resource.MustParse("8Mi"),
+}
+
+// containerDiskBinaryContainer copies the container-disk program from the
+// launcher image into the pod's shared bin directory.
+func containerDiskBinaryContainer(cfg PodConfig) corev1.Container {
+	return corev1.Container{
+		Name:            ContainerDiskBinaryContainer,
+		Image:           cfg.LauncherImage,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         []string{containerDiskProgram, "--copy-to", binShareDir + "/container-disk"},
+		Resources:       corev1.ResourceRequirements{Requests: containerDiskResources},
+		VolumeMounts:    []corev1.VolumeMount{{Name: BinShareVolume, MountPath: binShareDir}},
+	}
+}
+
+// containerDiskContainer keeps a containerDisk image in the pod and serves
+// its disk (under /disk/, or the volume's path) to the launcher.
+func containerDiskContainer(v virtv1.Volume) corev1.Container {
 	policy := v.ContainerDisk.ImagePullPolicy
 	if policy == "" {
 		policy = corev1.PullIfNotPresent
 	}
-	small := corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("10m"),
-		corev1.ResourceMemory: resource.MustParse("8Mi"),
+	cmd := []string{binShareDir + "/container-disk", "--socket", ContainerDisksDir + "/" + v.Name + ".sock"}
+	if v.ContainerDisk.Path != "" {
+		cmd = append(cmd, "--path", v.ContainerDisk.Path)
 	}
 	return corev1.Container{
 		Name:            ContainerDiskContainerName(v.Name),
 		Image:           v.ContainerDisk.Image,
 		ImagePullPolicy: policy,
-		Resources:       corev1.ResourceRequirements{Requests: small},
-		VolumeMounts:    []corev1.VolumeMount{{Name: "container-disks", MountPath: ContainerDisksDir}},
-		Env: []corev1.EnvVar{
-			{Name: "VIRTKUBE_CONTAINER_DISK_PATH", Value: fmt.Sprintf("%s/%s", ContainerDisksDir, v.Name)},
+		Command:         cmd,
+		Resources:       corev1.ResourceRequirements{Requests: containerDiskResources},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: containerDisksVolume, MountPath: ContainerDisksDir},
+			{Name: BinShareVolume, MountPath: binShareDir, ReadOnly: true},
 		},
 	}
 }

@@ -127,6 +127,59 @@ func TestLauncherPodForSeedVMI(t *testing.T) {
 	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("restart policy = %s", pod.Spec.RestartPolicy)
 	}
+	checkContainerDiskWiring(t, pod)
+}
+
+// checkContainerDiskWiring checks what kubelet needs to run a containerDisk
+// whose image holds nothing but the disk: the init container puts the
+// container-disk program on a volume, each containerDisk container runs it
+// from there and serves on the volume it shares with compute, and the pod
+// shares one pid namespace.
+func checkContainerDiskWiring(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if !ptr.Deref(pod.Spec.ShareProcessNamespace, false) {
+		t.Error("shareProcessNamespace not set")
+	}
+	if len(pod.Spec.InitContainers) != 1 {
+		t.Fatalf("init containers = %d, want 1", len(pod.Spec.InitContainers))
+	}
+	init := pod.Spec.InitContainers[0]
+	if init.Name != ContainerDiskBinaryContainer || init.Image != pod.Spec.Containers[0].Image {
+		t.Errorf("init container %s runs %s, want %s from the launcher image", init.Name, init.Image, ContainerDiskBinaryContainer)
+	}
+	volumes := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		volumes[v.Name] = v.EmptyDir != nil
+	}
+	mountOf := func(c corev1.Container, path string) string {
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(path, m.MountPath+"/") {
+				return m.Name
+			}
+		}
+		return ""
+	}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if !volumes[m.Name] {
+				t.Errorf("container %s mounts %s, which is no emptyDir of the pod", c.Name, m.Name)
+			}
+		}
+	}
+	if got := mountOf(init, init.Command[len(init.Command)-1]); got != BinShareVolume {
+		t.Errorf("init container copies to %v, not onto %s", init.Command, BinShareVolume)
+	}
+	for _, c := range pod.Spec.Containers[1:] {
+		if len(c.Command) < 3 || mountOf(c, c.Command[0]) != BinShareVolume {
+			t.Errorf("containerDisk container %s runs %v, not the program from %s", c.Name, c.Command, BinShareVolume)
+			continue
+		}
+		socket := c.Command[2]
+		want := ContainerDisksDir + "/" + strings.TrimPrefix(c.Name, "volume") + ".sock"
+		if c.Command[1] != "--socket" || socket != want || mountOf(c, socket) != mountOf(pod.Spec.Containers[0], socket) {
+			t.Errorf("containerDisk container %s serves on %v, want --socket %s on the volume compute mounts", c.Name, c.Command[1:], want)
+		}
+	}
 }
 
 func containerNames(pod *corev1.Pod) []string {
