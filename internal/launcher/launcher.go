@@ -21,6 +21,7 @@ import (
 	"github.com/virtkube/virtkube/internal/domain"
 	"github.com/virtkube/virtkube/internal/launcherrpc"
 	"github.com/virtkube/virtkube/internal/storage"
+	"github.com/virtkube/virtkube/internal/storage/cloudinit"
 	"github.com/virtkube/virtkube/internal/version"
 )
 
@@ -216,7 +217,7 @@ func (l *Launcher) Sync(ctx context.Context, req *launcherrpc.SyncRequest) (*lau
 		l.status.Reason, l.status.Message = reason, err.Error()
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	disks, err := storage.Prepare(ctx, vmi, l.cfg.Disks, nil)
+	disks, err := storage.Prepare(ctx, vmi, l.cfg.Disks, cloudinit.MountedSecrets(vmi, l.cfg.Disks.Secrets))
 	if err != nil {
 		return fail("VolumesNotReady", err)
 	}

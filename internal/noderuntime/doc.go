@@ -60,9 +60,9 @@
 // # Not done yet
 //
 // No egress NAT (pods reach the host and each other, not beyond). Only
-// emptyDir volumes (no hostPath, PVC, secret, configMap, projected,
-// downward API); init containers of the launcher image only; no
-// hostNetwork, no probes, no container restarts, no /etc/hosts,
-// /etc/resolv.conf or hostname of the pod's, no image garbage collection,
-// IPv4 only.
+// emptyDir and secret volumes (a Secret is written once, when the pod
+// starts; no hostPath, PVC, configMap, projected, downward API); init
+// containers of the launcher image only; no hostNetwork, no probes, no
+// container restarts, no /etc/hosts, /etc/resolv.conf or hostname of the
+// pod's, no image garbage collection, IPv4 only.
 package noderuntime

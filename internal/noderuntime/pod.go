@@ -221,7 +221,7 @@ func (w *podWorker) syncPod(ctx context.Context, pod *corev1.Pod) (time.Duration
 	if w.rejected != nil {
 		return w.writeStatus(ctx, pod, next), false
 	}
-	w.setupErr = w.prepare(pod)
+	w.setupErr = w.prepare(ctx, pod)
 	if w.setupErr != nil {
 		w.log.Error(w.setupErr, "prepare pod")
 		return w.writeStatus(ctx, pod, 2*time.Second), false
@@ -284,9 +284,9 @@ func (w *podWorker) syncPod(ctx context.Context, pod *corev1.Pod) (time.Duration
 	return w.writeStatus(ctx, pod, next), false
 }
 
-// prepare makes the pod's directories and network; both are idempotent and
-// done once.
-func (w *podWorker) prepare(pod *corev1.Pod) error {
+// prepare makes the pod's directories, volumes and network; all are
+// idempotent and done once.
+func (w *podWorker) prepare(ctx context.Context, pod *corev1.Pod) error {
 	if w.networkReady {
 		return nil
 	}
@@ -299,8 +299,15 @@ func (w *podWorker) prepare(pod *corev1.Pod) error {
 		return fmt.Errorf("record pod: %w", err)
 	}
 	for _, v := range pod.Spec.Volumes {
-		if err := os.MkdirAll(w.emptyDir(v.Name), 0o700); err != nil {
-			return err
+		switch {
+		case v.EmptyDir != nil:
+			if err := os.MkdirAll(w.emptyDir(v.Name), 0o700); err != nil {
+				return err
+			}
+		case v.Secret != nil:
+			if err := w.writeSecret(ctx, pod, v); err != nil {
+				return err
+			}
 		}
 	}
 	addr, err := w.r.ipam.Allocate(w.uid)
@@ -469,6 +476,21 @@ func pullBackoff(failures int) time.Duration {
 	return min(d, pullBackoffMax)
 }
 
+// volumeDir is the host directory of the pod's volume name, and whether it
+// is always mounted read-only (a Secret, as kubelet mounts it).
+func (w *podWorker) volumeDir(pod *corev1.Pod, name string) (dir string, readOnly, ok bool) {
+	for _, v := range pod.Spec.Volumes {
+		switch {
+		case v.Name != name:
+		case v.EmptyDir != nil:
+			return w.emptyDir(name), false, true
+		case v.Secret != nil:
+			return w.secretDir(name), true, true
+		}
+	}
+	return "", false, false
+}
+
 func isEmptyDir(pod *corev1.Pod, volume string) bool {
 	for _, v := range pod.Spec.Volumes {
 		if v.Name == volume {
@@ -607,13 +629,13 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *container) ([]bindMount, error) {
 		}
 	}
 	for _, m := range spec.VolumeMounts {
-		if !isEmptyDir(pod, m.Name) {
-			return nil, fmt.Errorf("container %s: volume mount %s: no emptyDir volume %q in the pod", spec.Name, m.MountPath, m.Name)
+		src, readOnly, ok := w.volumeDir(pod, m.Name)
+		if !ok {
+			return nil, fmt.Errorf("container %s: volume mount %s: no emptyDir or secret volume %q in the pod", spec.Name, m.MountPath, m.Name)
 		}
 		if m.SubPathExpr != "" {
 			return nil, fmt.Errorf("container %s: volume mount %s: subPathExpr is not supported by this node runtime", spec.Name, m.MountPath)
 		}
-		src := w.emptyDir(m.Name)
 		if m.SubPath != "" {
 			if !filepath.IsLocal(m.SubPath) {
 				return nil, fmt.Errorf("container %s: volume mount %s: subPath %q must be a relative path within the volume", spec.Name, m.MountPath, m.SubPath)
@@ -623,7 +645,7 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *container) ([]bindMount, error) {
 		if !path.IsAbs(m.MountPath) {
 			return nil, fmt.Errorf("container %s: mountPath %q must be absolute", spec.Name, m.MountPath)
 		}
-		ms = append(ms, bindMount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
+		ms = append(ms, bindMount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly || readOnly})
 	}
 	return ms, nil
 }
@@ -651,9 +673,9 @@ func containerEnv(pod *corev1.Pod, spec *corev1.Container) []string {
 // checkPod says why pod can never run on this node, or nil.
 func checkPod(pod *corev1.Pod) *rejection {
 	for _, v := range pod.Spec.Volumes {
-		if v.EmptyDir == nil {
+		if v.EmptyDir == nil && v.Secret == nil {
 			return &rejection{Reason: ReasonUnsupportedVolume, Message: fmt.Sprintf(
-				"volume %q is a %s volume: this node runtime supports only emptyDir volumes so far (hostPath, persistentVolumeClaim, secret, configMap and the other kinds come later)",
+				"volume %q is a %s volume: this node runtime supports only emptyDir and secret volumes so far (hostPath, persistentVolumeClaim, configMap and the other kinds come later)",
 				v.Name, volumeKind(v.VolumeSource))}
 		}
 	}

@@ -34,6 +34,9 @@ type Dirs struct {
 	Holder *containerdisk.Holder
 	// Ephemeral receives overlays, empty disks and cloud-init ISOs.
 	Ephemeral string
+	// Secrets has the Secrets the cloud-init volume refers to, mounted
+	// by the pod (see cloudinit.SecretsDir).
+	Secrets string
 }
 
 // Prepare makes every volume of vmi usable by QEMU and returns the domain's

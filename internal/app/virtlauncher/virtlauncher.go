@@ -15,6 +15,7 @@ import (
 
 	"github.com/virtkube/virtkube/internal/launcher"
 	"github.com/virtkube/virtkube/internal/storage"
+	"github.com/virtkube/virtkube/internal/storage/cloudinit"
 )
 
 // ovmfCode is where Debian's ovmf package puts the EFI firmware.
@@ -27,6 +28,7 @@ type Options struct {
 	SocketsDir           string
 	ContainerDisksDir    string
 	EphemeralDir         string
+	SecretsDir           string
 	LibvirtDir           string
 	PrivateLibvirt       bool
 }
@@ -52,6 +54,7 @@ func NewCommand() *cobra.Command {
 		GracePeriodSeconds: 30,
 		ContainerDisksDir:  "/var/run/kubevirt/container-disks",
 		EphemeralDir:       "/var/run/kubevirt-ephemeral-disks",
+		SecretsDir:         cloudinit.SecretsDir,
 		LibvirtDir:         "/var/run/kubevirt-private/libvirt",
 	}
 	cmd := &cobra.Command{
@@ -66,7 +69,7 @@ func NewCommand() *cobra.Command {
 				Name: o.Name, Namespace: o.Namespace, UID: o.UID,
 				GracePeriod: time.Duration(o.GracePeriodSeconds) * time.Second,
 				SocketsDir:  o.SocketsDir,
-				Disks:       storage.Dirs{ContainerDisks: o.ContainerDisksDir, Ephemeral: o.EphemeralDir},
+				Disks:       storage.Dirs{ContainerDisks: o.ContainerDisksDir, Ephemeral: o.EphemeralDir, Secrets: o.SecretsDir},
 				Libvirt:     launcher.DaemonOptions{Dir: o.LibvirtDir, PrivateDirs: o.PrivateLibvirt, Stderr: os.Stderr},
 			}
 			if _, err := os.Stat(ovmfCode); err == nil {
@@ -86,7 +89,8 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.UID, "uid", o.UID, "UID of the VMI")
 	f.Int64Var(&o.GracePeriodSeconds, "grace-period-seconds", o.GracePeriodSeconds, "time the guest gets to power off before it is killed")
 	f.StringVar(&o.SocketsDir, "sockets-dir", o.SocketsDir, "directory shared with virt-handler (launcher, console and VNC sockets)")
-	f.StringVar(&o.ContainerDisksDir, "container-disks-dir", o.ContainerDisksDir, "one directory per containerDisk volume with its disk file")
+	f.StringVar(&o.ContainerDisksDir, "container-disks-dir", o.ContainerDisksDir, "where each containerDisk volume's container serves its disk (<volume>.sock)")
+	f.StringVar(&o.SecretsDir, "secrets-dir", o.SecretsDir, "where the Secrets of the cloud-init volume are mounted (<volume>/userdata, <volume>/networkdata)")
 	f.StringVar(&o.EphemeralDir, "ephemeral-dir", o.EphemeralDir, "where overlays, empty disks and cloud-init ISOs are made")
 	f.StringVar(&o.LibvirtDir, "libvirt-dir", o.LibvirtDir, "state, configuration and socket of the launcher's libvirt daemon")
 	f.BoolVar(&o.PrivateLibvirt, "private-libvirt", o.PrivateLibvirt, "give libvirtd a mount namespace with private /etc, /run, /var/lib, /var/log and /var/cache libvirt dirs (for runtimes that share the host's filesystem)")

@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 	virtv1 "kubevirt.io/api/core/v1"
 
+	"github.com/virtkube/virtkube/internal/storage/cloudinit"
 	"github.com/virtkube/virtkube/internal/vmispec"
 )
 
@@ -184,6 +185,11 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 	for k, v := range vmi.Spec.NodeSelector {
 		pod.Spec.NodeSelector[k] = v
 	}
+	for _, v := range vmi.Spec.Volumes {
+		volumes, mounts := cloudInitSecrets(v)
+		pod.Spec.Volumes = append(pod.Spec.Volumes, volumes...)
+		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, mounts...)
+	}
 	for i, v := range vmi.Spec.Volumes {
 		if v.ContainerDisk == nil {
 			continue
@@ -228,6 +234,30 @@ func LauncherPodName(vmi *virtv1.VirtualMachineInstance) string {
 // ContainerDiskContainerName is the container that serves volume name's
 // image, named as KubeVirt names it.
 func ContainerDiskContainerName(volume string) string { return "volume" + volume }
+
+// cloudInitSecrets are the Secret volumes of a cloud-init volume's
+// secretRef and networkDataSecretRef, mounted read-only in the compute
+// container where the launcher reads them (KubeVirt's volume names and
+// paths).
+func cloudInitSecrets(v virtv1.Volume) ([]corev1.Volume, []corev1.VolumeMount) {
+	var volumes []corev1.Volume
+	var mounts []corev1.VolumeMount
+	refs := cloudinit.SecretRefs(&v)
+	for _, which := range []string{cloudinit.UserDataSecret, cloudinit.NetworkDataSecret} {
+		secret, ok := refs[which]
+		if !ok {
+			continue
+		}
+		name := v.Name + "-udata"
+		if which == cloudinit.NetworkDataSecret {
+			name = v.Name + "-ndata"
+		}
+		volumes = append(volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: secret}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: cloudinit.SecretMountPath(v.Name, which), ReadOnly: true})
+	}
+	return volumes, mounts
+}
 
 // containerDiskResources are tiny, as KubeVirt's: the container only runs
 // the container-disk server.

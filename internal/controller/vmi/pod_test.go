@@ -217,3 +217,41 @@ func TestLauncherPodRejectsMissingMemory(t *testing.T) {
 		t.Errorf("err = %v, want one naming spec.domain.resources.requests.memory", err)
 	}
 }
+
+// A cloud-init volume's Secrets are mounted read-only where the launcher
+// reads them, under KubeVirt's volume names.
+func TestLauncherPodMountsCloudInitSecrets(t *testing.T) {
+	vmi := decodeVMI(t, `metadata: {name: v, namespace: default, uid: 11111111-0000-4000-8000-000000000001}
+spec:
+  domain:
+    resources: {requests: {memory: 64Mi}}
+    devices: {disks: [{name: ci, disk: {bus: virtio}}]}
+  volumes:
+  - {name: ci, cloudInitConfigDrive: {secretRef: {name: my-user-data}, networkDataSecretRef: {name: my-net}}}
+`)
+	pod, err := LauncherPod(vmi, PodConfig{LauncherImage: "l", LauncherCommand: []string{"/usr/bin/virt-launcher"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil {
+			secrets[v.Name] = v.Secret.SecretName
+		}
+	}
+	if len(secrets) != 2 || secrets["ci-udata"] != "my-user-data" || secrets["ci-ndata"] != "my-net" {
+		t.Errorf("secret volumes = %v", secrets)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		mounts[m.Name] = m
+	}
+	for name, path := range map[string]string{
+		"ci-udata": "/var/run/kubevirt-private/secret/ci/userdata",
+		"ci-ndata": "/var/run/kubevirt-private/secret/ci/networkdata",
+	} {
+		if m, ok := mounts[name]; !ok || m.MountPath != path || !m.ReadOnly {
+			t.Errorf("mount of %s = %+v, want read-only at %s", name, m, path)
+		}
+	}
+}

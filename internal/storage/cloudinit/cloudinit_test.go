@@ -149,3 +149,38 @@ func TestResolveFromSecretAndErrors(t *testing.T) {
 		}
 	}
 }
+
+// Secrets mounted as the launcher pod mounts them are read by name, keys
+// as files; kubelet's ..data entries are no keys.
+func TestMountedSecrets(t *testing.T) {
+	vmi := decode(t, "  - {name: ci, cloudInitNoCloud: {secretRef: {name: user}, networkDataSecretRef: {name: net}}}\n")
+	root := t.TempDir()
+	for p, body := range map[string]string{
+		"ci/userdata/userdata":              "#cloud-config\nfrom: secret\n",
+		"ci/userdata/..2026_11_26/userdata": "old",
+		"ci/networkdata/networkData":        "version: 2\n",
+	} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("..2026_11_26", filepath.Join(root, "ci/userdata/..data")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Resolve(vmi, 0, MountedSecrets(vmi, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(d.UserData) != "#cloud-config\nfrom: secret\n" || string(d.NetworkData) != "version: 2\n" {
+		t.Errorf("resolved %q / %q", d.UserData, d.NetworkData)
+	}
+	if _, err := MountedSecrets(vmi, root)("other"); err == nil || !strings.Contains(err.Error(), `secret "other" is not mounted`) {
+		t.Errorf("an unmounted secret: %v", err)
+	}
+	if got := SecretRefs(&vmi.Spec.Volumes[0]); len(got) != 2 || got[UserDataSecret] != "user" || got[NetworkDataSecret] != "net" {
+		t.Errorf("SecretRefs = %v", got)
+	}
+}
