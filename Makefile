@@ -18,7 +18,7 @@ LDFLAGS := -s -w \
 	-X github.com/virtkube/virtkube/internal/version.BuildDate=$(BUILD_DATE)
 
 # Names virtkube answers to when called through a link (see cmd/virtkube).
-LINKS := kubectl virt-controller virt-handler virt-launcher
+LINKS := kubectl virt-api virt-controller virt-handler virt-launcher
 
 .PHONY: build generate test clean
 build:

@@ -27,6 +27,12 @@ kind: ConfigMap
 metadata: {name: kept}
 data: {answer: "42"}
 `, "apply", "-n", ns, "-f", "-")
+	// As the seed does: the feature gates first, then the VM that needs one.
+	gates, err := os.ReadFile("../testdata/seed/kubevirt-feature-gates.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, s, string(gates), "apply", "-f", "-")
 	seedVM, err := os.ReadFile("../testdata/seed/win10.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -37,11 +43,6 @@ data: {answer: "42"}
 		t.Fatal(err)
 	}
 	kubectl(t, s, string(seedVMI), "apply", "-n", ns, "-f", "-")
-	gates, err := os.ReadFile("../testdata/seed/kubevirt-feature-gates.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, s, string(gates), "apply", "-f", "-")
 	before := kubectl(t, s, "", "get", "vm,vmi,configmap", "-n", ns, "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}/{.metadata.uid} {end}")
 
 	// Clean stop: SIGTERM, exit status 0.

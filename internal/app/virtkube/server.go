@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/virtkube/virtkube/internal/app/virtapi"
 	"github.com/virtkube/virtkube/internal/app/virtcontroller"
 	"github.com/virtkube/virtkube/internal/app/virthandler"
 	"github.com/virtkube/virtkube/internal/bootstrap"
@@ -37,6 +38,9 @@ type ServerOptions struct {
 	PodCIDR     string
 	Bridge      string
 	ConsolePort int
+	// VirtAPIPort is virt-api's loopback port; 0 picks a free one at each
+	// start (the webhook configurations follow it).
+	VirtAPIPort int
 }
 
 // NewServerOptions returns the defaults.
@@ -72,6 +76,9 @@ func (o *ServerOptions) Validate() error {
 	}
 	if o.ConsolePort < 1 || o.ConsolePort > 65535 {
 		return fmt.Errorf("--console-port %d: must be between 1 and 65535", o.ConsolePort)
+	}
+	if o.VirtAPIPort < 0 || o.VirtAPIPort > 65535 {
+		return fmt.Errorf("--virt-api-port %d: must be between 0 (any free port) and 65535", o.VirtAPIPort)
 	}
 	if !cluster.Contains(podIP) {
 		return fmt.Errorf("--pod-cidr %s: must lie inside --cluster-cidr %s", o.PodCIDR, o.ClusterCIDR)
@@ -118,6 +125,7 @@ again on the same directory keeps every object.`,
 	f.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "this node's pod address range, inside --cluster-cidr")
 	f.StringVar(&o.Bridge, "bridge", o.Bridge, "host bridge the pods of this node are attached to")
 	f.IntVar(&o.ConsolePort, "console-port", o.ConsolePort, "loopback port of virt-handler's console server")
+	f.IntVar(&o.VirtAPIPort, "virt-api-port", o.VirtAPIPort, "loopback port of virt-api's admission webhooks; 0 picks a free port at each start")
 	return cmd
 }
 
@@ -185,7 +193,7 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		return err
 	}
 
-	components := make(chan error, 3)
+	components := make(chan error, 4)
 	run := func(name string, f func() error) {
 		go func() {
 			if err := f(); err != nil && ctx.Err() == nil {
@@ -202,12 +210,20 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 			ConsoleTLS:  handler.ConsoleTLS{CertFile: handlerCert, KeyFile: handlerKey, ClientCAFile: cp.CAFile()},
 		})
 	})
+	// virt-api: KubeVirt's admission webhooks (see virtapi.go).
+	if err := startVirtAPI(ctx, cp, o.VirtAPIPort, run); err != nil {
+		return err
+	}
 	select {
 	case <-rt.Ready():
 	case err := <-components:
 		return err
 	case <-ctx.Done():
 		return nil
+	}
+
+	if err := virtapi.WaitAnswering(ctx, cfg, time.Minute); err != nil {
+		return err
 	}
 
 	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)
