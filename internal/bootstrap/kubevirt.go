@@ -60,6 +60,15 @@ func KubeVirt(ctx context.Context, cfg *rest.Config) error {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(kv), kv); err != nil {
 		return err
 	}
+	return ReportDeployed(ctx, c, kv)
+}
+
+// ReportDeployed writes the status an operator writes once every component
+// runs, for the current generation of kv's spec: virt-controller calls it on
+// every change of the CR, as KubeVirt's operator observes each generation
+// (`kubectl wait --for=condition=Available` ignores conditions of an older
+// generation).
+func ReportDeployed(ctx context.Context, c client.Client, kv *virtv1.KubeVirt) error {
 	if kv.Status.Phase == virtv1.KubeVirtPhaseDeployed && kv.Status.ObservedKubeVirtVersion == version.Version &&
 		kv.Status.ObservedGeneration != nil && *kv.Status.ObservedGeneration == kv.Generation {
 		return nil

@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/conditions"
 )
 
 // SetPhase moves status to phase p, recording the transition.
@@ -22,20 +24,11 @@ func SetPhase(status *virtv1.VirtualMachineInstanceStatus, p virtv1.VirtualMachi
 // SetCondition puts c into status. An identical condition is left alone
 // (its times too); one whose status did not change keeps its transition time.
 func SetCondition(status *virtv1.VirtualMachineInstanceStatus, c virtv1.VirtualMachineInstanceCondition) {
-	for i, have := range status.Conditions {
-		if have.Type != c.Type {
-			continue
-		}
-		if have.Status == c.Status && have.Reason == c.Reason && have.Message == c.Message {
-			return
-		}
-		if have.Status == c.Status {
-			c.LastTransitionTime = have.LastTransitionTime
-		}
-		status.Conditions[i] = c
-		return
-	}
-	status.Conditions = append(status.Conditions, c)
+	status.Conditions = conditions.Set(status.Conditions, c, vmiCondition)
+}
+
+func vmiCondition(c *virtv1.VirtualMachineInstanceCondition) (conditions.Fields, *metav1.Time) {
+	return conditions.Fields{Type: string(c.Type), Status: c.Status, Reason: c.Reason, Message: c.Message}, &c.LastTransitionTime
 }
 
 // Condition builds a condition observed now.

@@ -207,6 +207,7 @@ spec:
 }
 
 // The scale subresource of a VMIRS is what `kubectl scale` and an HPA use.
+// The replica set is paused: this is about the API, not about VMIs.
 func TestReplicaSetScaleSubresource(t *testing.T) {
 	s := shared
 	ns := s.Namespace(t)
@@ -215,6 +216,7 @@ kind: VirtualMachineInstanceReplicaSet
 metadata:
   name: scaled
 spec:
+  paused: true
   replicas: 1
   selector: {matchLabels: {app: scaled}}
   template:
@@ -238,9 +240,16 @@ spec:
 }
 
 func TestKubeVirtCRDeployed(t *testing.T) {
+	// A change of the CR's spec is observed, as by KubeVirt's operator:
+	// kubectl wait ignores conditions of an older generation.
+	kubectl(t, shared, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge", "-p", `{"spec":{"imagePullPolicy":"IfNotPresent"}}`)
 	out := kubectl(t, shared, "", "wait", "-n", "kubevirt", "kv", "kubevirt", "--for=condition=Available", "--timeout=30s")
 	if !strings.Contains(out, "condition met") {
 		t.Errorf("kubectl wait kv: %s", out)
+	}
+	out = kubectl(t, shared, "", "get", "kv", "kubevirt", "-n", "kubevirt", "-o", "jsonpath={.metadata.generation}/{.status.observedGeneration}/{.status.phase}")
+	if gen, observed, _ := strings.Cut(out, "/"); !strings.HasPrefix(observed, gen+"/") || !strings.HasSuffix(out, "/Deployed") {
+		t.Errorf("generation/observedGeneration/phase = %s", out)
 	}
 }
 
@@ -253,6 +262,13 @@ func TestSeedManifestsAccepted(t *testing.T) {
 	if err != nil || len(files) < 3 {
 		t.Fatalf("seed manifests: %v %v", files, err)
 	}
+	// The seed turns its feature gates on before it creates the VM that
+	// needs one (hostDisk).
+	gates, err := os.ReadFile("../testdata/seed/kubevirt-feature-gates.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, s, string(gates), "apply", "-f", "-")
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			body, err := os.ReadFile(f)

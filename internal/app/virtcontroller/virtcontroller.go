@@ -14,6 +14,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
+	"github.com/virtkube/virtkube/internal/controller/kubevirt"
+	"github.com/virtkube/virtkube/internal/controller/replicaset"
+	"github.com/virtkube/virtkube/internal/controller/vm"
 	"github.com/virtkube/virtkube/internal/controller/vmi"
 	"github.com/virtkube/virtkube/internal/version"
 )
@@ -22,7 +25,8 @@ import (
 type Options struct {
 	// LauncherImage is the image of launcher pods' compute container.
 	LauncherImage string
-	// Workers is the number of VMIs reconciled in parallel.
+	// Workers is the number of objects each controller reconciles in
+	// parallel.
 	Workers int
 	// LeaderElect makes replicas on a real cluster take turns.
 	LeaderElect bool
@@ -88,13 +92,42 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("virt-controller manager: %w", err)
 	}
-	r := &vmi.Reconciler{
+	if err := setupControllers(mgr, o); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// setupControllers registers virt-controller's controllers with mgr. Their
+// event recorders carry KubeVirt's component names, so `kubectl get events`
+// reads as on KubeVirt.
+func setupControllers(mgr ctrl.Manager, o *Options) error {
+	vmis := &vmi.Reconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"),
 		Pods:     vmi.PodConfig{LauncherImage: o.LauncherImage, LauncherCommand: LauncherCommand},
 	}
-	if err := r.SetupWithManager(mgr, o.Workers); err != nil {
-		return err
+	if err := vmis.SetupWithManager(mgr, o.Workers); err != nil {
+		return fmt.Errorf("VMI controller: %w", err)
 	}
-	return mgr.Start(ctx)
+	vms := &vm.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorderFor("virtualmachine-controller"),
+	}
+	if err := vms.SetupWithManager(mgr, o.Workers); err != nil {
+		return fmt.Errorf("VM controller: %w", err)
+	}
+	replicaSets := &replicaset.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorderFor("virtualmachinereplicaset-controller"),
+	}
+	if err := replicaSets.SetupWithManager(mgr, o.Workers); err != nil {
+		return fmt.Errorf("VMI replica set controller: %w", err)
+	}
+	if err := (&kubevirt.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("KubeVirt CR controller: %w", err)
+	}
+	return nil
 }
