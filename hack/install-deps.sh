@@ -4,11 +4,13 @@
 set -euo pipefail
 
 # Debian packages: build tools; QEMU and libvirt for virt-launcher (one
-# libvirtd per launcher, so the system libvirt service is not needed).
+# libvirtd per launcher, so the system libvirt service is not needed);
+# nftables (nft) for kube-proxy and the tests that read rules back; ping for
+# the network tests.
 # The test guest's own packages are installed by hack/test-guest/build.sh.
 packages=(make git ca-certificates
 	qemu-system-x86 qemu-utils
-	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients nftables iputils-ping)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -173,6 +173,16 @@ func (r *Reconciler) reconcileStart(ctx context.Context, v *virtv1.VirtualMachin
 		// The launcher is still starting: its readiness brings us back.
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
 	}
+	// Phase 1 of the pod network, before the launcher's phase 2 in Sync.
+	socket, err := r.launcherSocket(ctx, v)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.setupNetwork(ctx, v, socket); err != nil {
+		fail(v, ReasonNetworkSetupFailed, err.Error(), now)
+		r.Recorder.Event(v, corev1.EventTypeWarning, ReasonNetworkSetupFailed, err.Error())
+		return ctrl.Result{}, nil
+	}
 	if err := lc.Sync(ctx, &launcherrpc.SyncRequest{VMI: v, Emulation: emulation}); err != nil {
 		fail(v, ReasonSyncFailed, err.Error(), now)
 		r.Recorder.Event(v, corev1.EventTypeWarning, ReasonSyncFailed, err.Error())

@@ -221,9 +221,14 @@ func (l *Launcher) Sync(ctx context.Context, req *launcherrpc.SyncRequest) (*lau
 	if err != nil {
 		return fail("VolumesNotReady", err)
 	}
+	ifaces, err := l.plugNetwork(ctx, vmi)
+	if err != nil {
+		return fail("NetworkNotReady", err)
+	}
 	d, err := domain.Convert(vmi, domain.Context{
 		Emulation:   req.Emulation,
 		Disks:       disks,
+		Interfaces:  ifaces,
 		SocketsDir:  l.cfg.SocketsDir,
 		EFIFirmware: l.cfg.EFIFirmware,
 	})

@@ -89,7 +89,10 @@ func newVMI(ns, name, node, image string) *virtv1.VirtualMachineInstance {
 			NodeSelector: map[string]string{"kubernetes.io/hostname": node},
 			Domain: virtv1.DomainSpec{
 				Resources: virtv1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}},
-				Devices: virtv1.Devices{Disks: []virtv1.Disk{{Name: "root",
+				// No pod network: these tests are about compute, and the
+				// test kubelet of the handler tests runs launchers in the
+				// host's network namespace, which virt-handler never rewires.
+				Devices: virtv1.Devices{AutoattachPodInterface: ptr.To(false), Disks: []virtv1.Disk{{Name: "root",
 					DiskDevice: virtv1.DiskDevice{Disk: &virtv1.DiskTarget{Bus: virtv1.DiskBusVirtio}}}}},
 			},
 			Volumes: []virtv1.Volume{{Name: "root", VolumeSource: virtv1.VolumeSource{
