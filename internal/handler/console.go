@@ -35,11 +35,17 @@ const PlainSubprotocol = "plain.kubevirt.io"
 // the user.
 const ConsoleClientName = "virt-api"
 
+// AddressAnnotation on a Node is the host:port of its virt-handler's console
+// server: where virt-api dials for consoles, VNC, pause and unpause.
+const AddressAnnotation = "virtkube.io/virt-handler-address"
+
 // ConsoleServer serves the serial console and VNC of this node's VMIs over
-// websockets on mutually authenticated TLS:
+// websockets, and pauses and unpauses them, on mutually authenticated TLS:
 //
 //	GET /v1/namespaces/{namespace}/virtualmachineinstances/{name}/console
 //	GET /v1/namespaces/{namespace}/virtualmachineinstances/{name}/vnc
+//	PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/pause
+//	PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/unpause
 type ConsoleServer struct {
 	Client   client.Reader
 	NodeName string
@@ -54,6 +60,12 @@ func (s *ConsoleServer) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/namespaces/{namespace}/virtualmachineinstances/{name}/vnc", func(w http.ResponseWriter, r *http.Request) {
 		s.stream(w, r, domain.VNCSocket)
+	})
+	mux.HandleFunc("PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/pause", func(w http.ResponseWriter, r *http.Request) {
+		s.changePause(w, r, true)
+	})
+	mux.HandleFunc("PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/unpause", func(w http.ResponseWriter, r *http.Request) {
+		s.changePause(w, r, false)
 	})
 	return mux
 }
@@ -78,16 +90,12 @@ func (s *ConsoleServer) stream(w http.ResponseWriter, r *http.Request, socketNam
 		http.Error(w, fmt.Sprintf("VMI %s/%s is not running on node %s", ns, name, s.NodeName), http.StatusBadRequest)
 		return
 	}
-	var path string
-	for uid, node := range v.Status.ActivePods {
-		if node == s.NodeName {
-			path = filepath.Join(s.Pods.EmptyDir(uid, vmi.SocketsVolume), socketName)
-		}
-	}
-	if path == "" {
+	dir := s.socketsDir(v)
+	if dir == "" {
 		http.Error(w, "no launcher pod on this node", http.StatusBadRequest)
 		return
 	}
+	path := filepath.Join(dir, socketName)
 	backend, err := launcherrpc.DialUnix(r.Context(), path)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("%s of VMI %s/%s is not available: %v", socketName, ns, name, err), http.StatusServiceUnavailable)
@@ -103,6 +111,17 @@ func (s *ConsoleServer) stream(w http.ResponseWriter, r *http.Request, socketNam
 	if err := Splice(ws, backend); err != nil && !isClosed(err) {
 		klog.FromContext(r.Context()).V(2).Info("console closed", "vmi", ns+"/"+name, "err", err)
 	}
+}
+
+// socketsDir is the sockets directory of v's launcher pod on this node, ""
+// when it has none here.
+func (s *ConsoleServer) socketsDir(v *virtv1.VirtualMachineInstance) string {
+	for uid, node := range v.Status.ActivePods {
+		if node == s.NodeName {
+			return s.Pods.EmptyDir(uid, vmi.SocketsVolume)
+		}
+	}
+	return ""
 }
 
 // Splice copies between a websocket (binary messages) and a byte stream

@@ -1,9 +1,11 @@
 // Package handler is virt-handler, the node agent: it takes each VMI on its
 // node from Scheduled on, drives the VMI's launcher over its socket, and
 // writes what KubeVirt's virt-handler writes into the VMI's status: phase
-// Running, Succeeded or Failed, the Ready condition and the reason when
-// something fails. Launchers outlive virt-handler: after a restart it finds
-// them again through their sockets and kills nothing.
+// Running, Succeeded or Failed, the Ready and Paused conditions and the
+// reason when something fails. Its console server (console.go, pause.go)
+// serves virt-api's consoles and pause/unpause requests for the node.
+// Launchers outlive virt-handler: after a restart it finds them again
+// through their sockets and kills nothing.
 package handler
 
 import (
@@ -190,6 +192,11 @@ func (r *Reconciler) reconcileStart(ctx context.Context, v *virtv1.VirtualMachin
 	}
 	vmistatus.SetPhase(&v.Status, virtv1.Running, now)
 	setCondition(v, virtv1.VirtualMachineInstanceReady, corev1.ConditionTrue, "", "", now)
+	// A VMI started paused (startStrategy Paused) is paused from its
+	// first Running status on.
+	if st, err := lc.GetDomain(ctx); err == nil {
+		reflectPause(v, *st, now)
+	}
 	if emulation {
 		setCondition(v, virtv1.VirtualMachineInstanceSoftwareEmulation, corev1.ConditionTrue, "SoftwareEmulation", "the guest runs under software emulation (TCG)", now)
 	}
@@ -197,7 +204,8 @@ func (r *Reconciler) reconcileStart(ctx context.Context, v *virtv1.VirtualMachin
 	return ctrl.Result{}, nil
 }
 
-// reconcileRunning follows the domain: when it ends, so does the VMI.
+// reconcileRunning follows the domain: when it ends, so does the VMI; while
+// it runs, its pause state shows in the VMI's conditions.
 func (r *Reconciler) reconcileRunning(ctx context.Context, v *virtv1.VirtualMachineInstance, lc *launcherrpc.Client, socket string, now metav1.Time) (ctrl.Result, error) {
 	st, err := lc.GetDomain(ctx)
 	if err != nil {
@@ -225,9 +233,8 @@ func (r *Reconciler) reconcileRunning(ctx context.Context, v *virtv1.VirtualMach
 		fail(v, ReasonGuestCrashed, "the guest crashed", now)
 		r.stopWatching(v.UID)
 		return ctrl.Result{}, nil
-	case launcher.StatePaused:
-		setCondition(v, virtv1.VirtualMachineInstancePaused, corev1.ConditionTrue, "PausedByUser", "", now)
 	}
+	reflectPause(v, *st, now)
 	r.watch(v, socket)
 	return ctrl.Result{}, nil
 }

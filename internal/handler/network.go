@@ -122,4 +122,3 @@ func sameFile(a, b string) (bool, error) {
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
-

@@ -148,7 +148,9 @@ func (l *Launcher) stop(ctx context.Context, grace time.Duration) (bool, error) 
 	return byGuest, err
 }
 
-// monitor reads the domain's state and tells watchers about changes.
+// monitor reads the domain's state and tells watchers about changes. It
+// reads and publishes under l.mu, so a Pause or Unpause cannot land between
+// the two and be overwritten by the state from before it.
 func (l *Launcher) monitor(ctx context.Context) {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
@@ -158,23 +160,35 @@ func (l *Launcher) monitor(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		l.mu.Lock()
-		started, stopping := l.started, l.stopping
-		l.mu.Unlock()
-		if !started {
-			continue
-		}
-		st, err := l.driver.State(ctx)
-		if err != nil {
-			continue
-		}
-		l.setStatus(func(s *launcherrpc.DomainStatus) { s.State = string(st) })
-		if !stopping && (st == StateGone || st == StateShutoff || st == StateCrashed) {
-			l.setStatus(func(s *launcherrpc.DomainStatus) { s.StoppedByGuest = st != StateCrashed })
+		if l.observe(ctx) {
 			close(l.ended)
 			return
 		}
 	}
+}
+
+// observe publishes the domain's current state and reports whether the
+// domain ended by itself.
+func (l *Launcher) observe(ctx context.Context) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started {
+		return false
+	}
+	st, err := l.driver.State(ctx)
+	if err != nil {
+		return false
+	}
+	before := l.status
+	l.status.State, l.status.PauseReason = string(st.State), string(st.PauseReason)
+	ended := !l.stopping && (st.State == StateGone || st.State == StateShutoff || st.State == StateCrashed)
+	if ended {
+		l.status.StoppedByGuest = st.State != StateCrashed
+	}
+	if l.status != before {
+		l.broadcastLocked()
+	}
+	return ended
 }
 
 func (l *Launcher) setStatus(change func(*launcherrpc.DomainStatus)) {
@@ -239,13 +253,17 @@ func (l *Launcher) Sync(ctx context.Context, req *launcherrpc.SyncRequest) (*lau
 	if err != nil {
 		return fail("InvalidSpec", err)
 	}
-	if err := l.driver.Start(ctx, xml); err != nil {
+	paused := vmi.ShouldStartPaused()
+	if err := l.driver.Start(ctx, xml, paused); err != nil {
 		return fail("StartFailed", err)
 	}
 	l.started = true
 	l.status = launcherrpc.DomainStatus{State: string(StateRunning)}
+	if paused {
+		l.status = launcherrpc.DomainStatus{State: string(StatePaused), PauseReason: string(PauseUser)}
+	}
 	l.broadcastLocked()
-	klog.FromContext(ctx).Info("domain started", "domain", d.Name)
+	klog.FromContext(ctx).Info("domain started", "domain", d.Name, "paused", paused)
 	return &launcherrpc.Empty{}, nil
 }
 
@@ -266,6 +284,60 @@ func (l *Launcher) Kill(ctx context.Context, _ *launcherrpc.Empty) (*launcherrpc
 	}
 	l.setStatus(func(s *launcherrpc.DomainStatus) { s.State, s.Reason = string(StateGone), "Killed" })
 	return &launcherrpc.Empty{}, nil
+}
+
+// Pause suspends the guest's CPUs.
+func (l *Launcher) Pause(ctx context.Context, _ *launcherrpc.Empty) (*launcherrpc.Empty, error) {
+	return l.changePause(ctx, true)
+}
+
+// Unpause resumes a paused guest.
+func (l *Launcher) Unpause(ctx context.Context, _ *launcherrpc.Empty) (*launcherrpc.Empty, error) {
+	return l.changePause(ctx, false)
+}
+
+// changePause suspends (pause) or resumes the domain after checking with
+// libvirt that it is in the state to leave, and publishes the new state at
+// once: a second request right after the first is refused even before
+// virt-handler has written the VMI's Paused condition.
+func (l *Launcher) changePause(ctx context.Context, pause bool) (*launcherrpc.Empty, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started || l.stopping {
+		return nil, status.Error(codes.FailedPrecondition, launcherrpc.MsgNotRunning)
+	}
+	st, err := l.driver.State(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if refusal := pauseRefusal(st.State, pause); refusal != "" {
+		return nil, status.Error(codes.FailedPrecondition, refusal)
+	}
+	change, next := l.driver.Resume, launcherrpc.DomainStatus{State: string(StateRunning)}
+	if pause {
+		change, next = l.driver.Suspend, launcherrpc.DomainStatus{State: string(StatePaused), PauseReason: string(PauseUser)}
+	}
+	if err := change(ctx); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	l.status.State, l.status.PauseReason = next.State, next.PauseReason
+	l.broadcastLocked()
+	klog.FromContext(ctx).Info("domain pause changed", "paused", pause)
+	return &launcherrpc.Empty{}, nil
+}
+
+// pauseRefusal says why a domain in state st cannot be paused (pause) or
+// unpaused; "" when it can.
+func pauseRefusal(st State, pause bool) string {
+	switch {
+	case st != StateRunning && st != StatePaused:
+		return launcherrpc.MsgNotRunning
+	case pause && st == StatePaused:
+		return launcherrpc.MsgAlreadyPaused
+	case !pause && st == StateRunning:
+		return launcherrpc.MsgNotPaused
+	}
+	return ""
 }
 
 // GetDomain returns the current status.

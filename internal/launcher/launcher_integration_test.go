@@ -80,12 +80,12 @@ spec:
 	}
 	drv := NewDriver(conn, domain.Name(vmi))
 	begin := time.Now()
-	if err := drv.Start(ctx, xml); err != nil {
+	if err := drv.Start(ctx, xml, false); err != nil {
 		body, _ := os.ReadFile(logFile.Name())
 		t.Fatalf("%v\n%s\nlibvirtd log:\n%s", err, xml, body)
 	}
-	if st, err := drv.State(ctx); err != nil || st != StateRunning {
-		t.Fatalf("state after start = %s, %v", st, err)
+	if st, err := drv.State(ctx); err != nil || st.State != StateRunning {
+		t.Fatalf("state after start = %s, %v", st.State, err)
 	}
 
 	console, err := net.Dial("unix", filepath.Join(sockets, domain.SerialSocket))
@@ -121,6 +121,20 @@ spec:
 	waitLine(guest.ReadyMarker, 3*time.Minute)
 	t.Logf("guest ready %s after domain start", time.Since(begin).Round(time.Millisecond))
 
+	// Pause and resume: libvirt reports the pause as the user's.
+	if err := drv.Suspend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := drv.State(ctx); err != nil || st != (Status{State: StatePaused, PauseReason: PauseUser}) {
+		t.Fatalf("state after suspend = %+v, %v; want Paused by User", st, err)
+	}
+	if err := drv.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := drv.State(ctx); err != nil || st.State != StateRunning {
+		t.Fatalf("state after resume = %+v, %v; want Running", st, err)
+	}
+
 	stopped, err := StopGracefully(ctx, drv, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +143,8 @@ spec:
 		t.Fatal("the guest did not power off on ACPI shutdown within the grace period; it was killed")
 	}
 	waitLine(guest.PoweroffMarker, 5*time.Second)
-	if st, _ := drv.State(ctx); st != StateGone {
-		t.Errorf("state after shutdown = %s, want Gone (transient domain)", st)
+	if st, _ := drv.State(ctx); st.State != StateGone {
+		t.Errorf("state after shutdown = %s, want Gone (transient domain)", st.State)
 	}
 	// Nothing of the domain is left running.
 	if out, _ := exec.Command("pgrep", "-f", overlay).Output(); len(out) > 0 {

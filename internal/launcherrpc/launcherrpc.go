@@ -66,7 +66,20 @@ type DomainStatus struct {
 	Message string `json:"message,omitempty"`
 	// StoppedByGuest is true when the guest powered itself off.
 	StoppedByGuest bool `json:"stoppedByGuest,omitempty"`
+	// PauseReason is libvirt's reason for a paused domain ("User",
+	// "IOError", ...; see launcher.PauseReason); empty unless State is
+	// Paused. virt-handler writes the VMI's Paused condition from it.
+	PauseReason string `json:"pauseReason,omitempty"`
 }
+
+// Refusals of Pause and Unpause, in the words KubeVirt's virt-api uses for
+// them: the launcher answers codes.FailedPrecondition with one of these and
+// virt-handler passes it on to virt-api as the body of a 409.
+const (
+	MsgNotRunning    = "VM is not running"
+	MsgAlreadyPaused = "VMI is already paused"
+	MsgNotPaused     = "VMI is not paused"
+)
 
 // Server is what a launcher implements.
 type Server interface {
@@ -75,6 +88,11 @@ type Server interface {
 	Shutdown(context.Context, *ShutdownRequest) (*Empty, error)
 	Kill(context.Context, *Empty) (*Empty, error)
 	GetDomain(context.Context, *Empty) (*DomainStatus, error)
+	// Pause suspends the guest's CPUs; Unpause resumes them. Both refuse
+	// with codes.FailedPrecondition when the domain is not in the state
+	// they leave.
+	Pause(context.Context, *Empty) (*Empty, error)
+	Unpause(context.Context, *Empty) (*Empty, error)
 	// Watch sends the domain's status now and on every change; it returns
 	// once the launcher is done, after sending the final status.
 	Watch(*Empty, grpc.ServerStreamingServer[DomainStatus]) error
@@ -99,6 +117,8 @@ var serviceDesc = grpc.ServiceDesc{
 		{MethodName: "Shutdown", Handler: unary(Server.Shutdown)},
 		{MethodName: "Kill", Handler: unary(Server.Kill)},
 		{MethodName: "GetDomain", Handler: unary(Server.GetDomain)},
+		{MethodName: "Pause", Handler: unary(Server.Pause)},
+		{MethodName: "Unpause", Handler: unary(Server.Unpause)},
 	},
 	Streams: []grpc.StreamDesc{{
 		StreamName:    "Watch",
@@ -216,6 +236,18 @@ func (c *Client) Kill(ctx context.Context) error {
 // GetDomain returns the domain's status.
 func (c *Client) GetDomain(ctx context.Context) (*DomainStatus, error) {
 	return invoke[DomainStatus](ctx, c, "GetDomain", &Empty{})
+}
+
+// Pause suspends the guest.
+func (c *Client) Pause(ctx context.Context) error {
+	_, err := invoke[Empty](ctx, c, "Pause", &Empty{})
+	return err
+}
+
+// Unpause resumes a paused guest.
+func (c *Client) Unpause(ctx context.Context) error {
+	_, err := invoke[Empty](ctx, c, "Unpause", &Empty{})
+	return err
 }
 
 // Watch streams domain status changes until ctx is done or the launcher

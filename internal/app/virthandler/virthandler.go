@@ -5,8 +5,10 @@ package virthandler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,8 +36,9 @@ type Options struct {
 	KubeletRoot string
 	// MetricsAddr serves /metrics; "0" disables it.
 	MetricsAddr string
-	// ConsoleAddr serves VMI consoles to virt-api; with no TLS files the
-	// console server is off.
+	// ConsoleAddr serves VMI consoles, pause and unpause to virt-api (and
+	// is published on the Node for it); with no TLS files the console
+	// server is off.
 	ConsoleAddr string
 	ConsoleTLS  handler.ConsoleTLS
 }
@@ -87,11 +90,15 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := markSchedulable(ctx, cfg, o.NodeName); err != nil {
+	consoleAddr := ""
+	if o.ConsoleTLS.CertFile != "" {
+		consoleAddr = o.ConsoleAddr
+	}
+	if err := registerNode(ctx, cfg, o.NodeName, consoleAddr); err != nil {
 		return err
 	}
 	errs := make(chan error, 2)
-	if o.ConsoleTLS.CertFile != "" {
+	if consoleAddr != "" {
 		consoles := &handler.ConsoleServer{Client: mgr.GetAPIReader(), NodeName: o.NodeName, Pods: r.Pods}
 		go func() { errs <- handler.ServeConsoles(ctx, o.ConsoleAddr, consoles, o.ConsoleTLS) }()
 	} else {
@@ -106,16 +113,56 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	}
 }
 
-// markSchedulable labels the node kubevirt.io/schedulable=true, as KubeVirt's
-// virt-handler does: launcher pods only go to nodes whose handler runs.
-func markSchedulable(ctx context.Context, cfg *rest.Config, node string) error {
+// registerNode labels the node kubevirt.io/schedulable=true, as KubeVirt's
+// virt-handler does (launcher pods only go to nodes whose handler runs), and
+// publishes where virt-api reaches this handler's console server in the
+// handler.AddressAnnotation; with the console server off (consoleAddr "")
+// the annotation is removed, so virt-api never dials a stale address.
+func registerNode(ctx context.Context, cfg *rest.Config, nodeName, consoleAddr string) error {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"true"}}}`, virtv1.NodeSchedulable)
-	if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("label node %s schedulable: %w", node, err)
+	var address *string
+	if consoleAddr != "" {
+		node, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("read node %s: %w", nodeName, err)
+		}
+		a, err := dialAddress(consoleAddr, node)
+		if err != nil {
+			return err
+		}
+		address = &a
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels":      map[string]string{virtv1.NodeSchedulable: "true"},
+		"annotations": map[string]*string{handler.AddressAnnotation: address},
+	}})
+	if err != nil {
+		return err
+	}
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, nodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("register node %s: %w", nodeName, err)
 	}
 	return nil
+}
+
+// dialAddress is the host:port others dial to reach a server listening on
+// listen: the listen address itself when it names an IP or host, the
+// node's InternalIP when it listens on all interfaces.
+func dialAddress(listen string, node *corev1.Node) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("--console-address %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listen, nil
+	}
+	for _, a := range node.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return net.JoinHostPort(a.Address, port), nil
+		}
+	}
+	return "", fmt.Errorf("node %s has no InternalIP for virt-api to reach the console server on %s; set --console-address to this node's IP", node.Name, listen)
 }
