@@ -35,6 +35,9 @@ type Config struct {
 	ServiceCIDR string
 	// ClusterCIDR is the range pod CIDRs are carved from.
 	ClusterCIDR string
+	// KubeProxy runs kube-proxy for NodeName.
+	KubeProxy bool
+	NodeName  string
 }
 
 // Validate reports the first thing wrong with c, naming the flag to change.
@@ -54,6 +57,9 @@ func (c Config) Validate() error {
 	if _, _, err := net.ParseCIDR(c.ClusterCIDR); err != nil {
 		return fmt.Errorf("--cluster-cidr %q: %w", c.ClusterCIDR, err)
 	}
+	if c.KubeProxy && c.NodeName == "" {
+		return errors.New("--node-name must be set to run kube-proxy")
+	}
 	return nil
 }
 
@@ -70,6 +76,7 @@ type ControlPlane struct {
 	apiserver *apiServer
 	kcm       *controllerManager
 	scheduler *scheduler
+	proxy     *kubeProxy // nil when kube-proxy is off
 
 	restConfig *rest.Config
 	ca         *authority
@@ -119,6 +126,11 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	if cp.scheduler, err = prepareScheduler(cp.schedulerArgs(files)); err != nil {
 		return nil, err
+	}
+	if cfg.KubeProxy {
+		if cp.proxy, err = prepareKubeProxy(cp.kubeProxyArgs()); err != nil {
+			return nil, err
+		}
 	}
 	cp.restConfig, err = clientcmd.BuildConfigFromFlags("", cp.AdminKubeconfig)
 	if err != nil {
@@ -325,7 +337,7 @@ func (cp *ControlPlane) RESTConfig() *rest.Config { return rest.CopyConfig(cp.re
 // error of any component after that arrives on Err.
 func (cp *ControlPlane) Start(ctx context.Context) error {
 	log := klog.FromContext(ctx)
-	cp.errs = make(chan error, 3)
+	cp.errs = make(chan error, 4)
 
 	begin := time.Now()
 	if err := cp.etcd.Start(ctx); err != nil {
@@ -356,11 +368,15 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 
 	restCtx, stopRest := context.WithCancel(context.WithoutCancel(ctx))
 	cp.stopRest, cp.restDone = stopRest, make(chan struct{})
-	done := make(chan struct{}, 2)
-	for name, run := range map[string]func(context.Context) error{
+	components := map[string]func(context.Context) error{
 		"kube-controller-manager": cp.kcm.Run,
 		"kube-scheduler":          cp.scheduler.Run,
-	} {
+	}
+	if cp.proxy != nil {
+		components["kube-proxy"] = cp.proxy.Run
+	}
+	done := make(chan struct{}, len(components))
+	for name, run := range components {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			if err := run(restCtx); err != nil && restCtx.Err() == nil {
@@ -369,8 +385,9 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 		}()
 	}
 	go func() {
-		<-done
-		<-done
+		for range components {
+			<-done
+		}
 		close(cp.restDone)
 	}()
 	return nil

@@ -150,6 +150,9 @@ func (r *Runtime) run(ctx context.Context) error {
 	if err := ensureBridge(r.cfg.Bridge, r.ipam.gateway()); err != nil {
 		return fmt.Errorf("node runtime: %w", err)
 	}
+	if err := ensureEgressNAT(r.cfg.Bridge, r.ipam.network); err != nil {
+		return fmt.Errorf("node runtime: %w", err)
+	}
 	r.hostIP = r.nodeIP(ctx)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -93,8 +93,8 @@ func startNodeRuntime(t *testing.T, s *framework.Server) *nodeRuntime {
 		if err != nil {
 			t.Errorf("remove pods: %v", err)
 		}
-		if br, err := netlink.LinkByName(rtBridge); err == nil {
-			_ = netlink.LinkDel(br)
+		if err := noderuntime.RemoveBridge(rtBridge); err != nil {
+			t.Errorf("remove the test's bridge: %v", err)
 		}
 	})
 	rt.start()

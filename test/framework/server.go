@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,9 +264,14 @@ func (s *Server) LogTail(n int) string {
 }
 
 // Start starts a server in a fresh temporary directory for t and stops it
-// when t ends, printing its log if t failed.
+// when t ends, printing its log if t failed. Unless extraArgs say otherwise
+// it runs without kube-proxy: Services belong to the suite's shared server,
+// and two kube-proxies on one machine would rewrite each other's rules.
 func Start(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	if !slices.ContainsFunc(extraArgs, func(a string) bool { return strings.HasPrefix(a, "--kube-proxy") }) {
+		extraArgs = append([]string{"--kube-proxy=false"}, extraArgs...)
+	}
 	s, err := NewServer(t.TempDir(), extraArgs...)
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,9 @@ type ServerOptions struct {
 	PodCIDR     string
 	Bridge      string
 	ConsolePort int
+	// KubeProxy runs kube-proxy (nftables) for Services on this machine;
+	// off when the machine has one already.
+	KubeProxy bool
 	// VirtAPIPort is virt-api's loopback port; 0 picks a free one at each
 	// start (the webhook configurations follow it).
 	VirtAPIPort int
@@ -55,6 +58,7 @@ func NewServerOptions() *ServerOptions {
 		PodCIDR:     "10.244.0.0/24",
 		Bridge:      noderuntime.DefaultBridge,
 		ConsolePort: handler.ConsolePort,
+		KubeProxy:   true,
 	}
 }
 
@@ -93,6 +97,8 @@ func (o *ServerOptions) controlPlaneConfig() controlplane.Config {
 		APIPort:     o.APIPort,
 		ServiceCIDR: o.ServiceCIDR,
 		ClusterCIDR: o.ClusterCIDR,
+		KubeProxy:   o.KubeProxy,
+		NodeName:    o.NodeName,
 	}
 }
 
@@ -125,6 +131,7 @@ again on the same directory keeps every object.`,
 	f.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "this node's pod address range, inside --cluster-cidr")
 	f.StringVar(&o.Bridge, "bridge", o.Bridge, "host bridge the pods of this node are attached to")
 	f.IntVar(&o.ConsolePort, "console-port", o.ConsolePort, "loopback port of virt-handler's console server")
+	f.BoolVar(&o.KubeProxy, "kube-proxy", o.KubeProxy, "run kube-proxy (nftables mode) so ClusterIP and NodePort Services reach the VMs on this machine; turn off when the machine runs a kube-proxy already")
 	f.IntVar(&o.VirtAPIPort, "virt-api-port", o.VirtAPIPort, "loopback port of virt-api's admission webhooks; 0 picks a free port at each start")
 	return cmd
 }
