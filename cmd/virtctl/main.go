@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/virtkube/virtkube/internal/virtctl"
 )
@@ -16,8 +18,14 @@ func main() {
 	if filepath.Base(os.Args[0]) == "kubectl-virt" {
 		name = "kubectl virt"
 	}
-	if err := virtctl.NewCommand(name).ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+	// Ctrl+C ends waiting commands (port-forward, vnc) cleanly; a console in
+	// raw mode passes it to the guest instead.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := virtctl.NewCommand(name).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		// KubeVirt's virtctl prints the bare error and exits 1.
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }

@@ -4,6 +4,9 @@
 package vmispec
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -39,4 +42,17 @@ func VCPUs(vmi *virtv1.VirtualMachineInstance) int {
 func GraphicsEnabled(vmi *virtv1.VirtualMachineInstance) bool {
 	a := vmi.Spec.Domain.Devices.AutoattachGraphicsDevice
 	return a == nil || *a
+}
+
+// IDLabelValue is the value of the vmi.kubevirt.io/id label KubeVirt puts
+// on a VMI's launcher pod (and Services made by virtctl expose select on):
+// the VMI's name, or for a name longer than a label value may be, a prefix
+// and the first 8 hex digits of the name's SHA-1.
+func IDLabelValue(name string) string {
+	const maxLen, hashLen = 63, 8
+	if len(name) <= maxLen {
+		return name
+	}
+	sum := sha1.Sum([]byte(name))
+	return name[:maxLen-hashLen-1] + "-" + hex.EncodeToString(sum[:])[:hashLen]
 }

@@ -130,7 +130,7 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 	labels[virtv1.AppLabel] = AppLauncher
 	labels[virtv1.CreatedByLabel] = string(vmi.UID)
 	labels[virtv1.DeprecatedVirtualMachineNameLabel] = vmi.Name
-	labels[LabelVMIID] = vmi.Name
+	labels[LabelVMIID] = vmispec.IDLabelValue(vmi.Name)
 	if _, ok := labels[virtv1.DomainAnnotation]; !ok {
 		labels[virtv1.DomainAnnotation] = vmi.Name
 	}
