@@ -1,7 +1,9 @@
 // Package virtapi is the virt-api command: the HTTPS server of KubeVirt's
 // admission webhooks (defaults and validation of VMIs, VMs and VMIRSs, see
-// internal/webhook), run as a Deployment on a real cluster and inside
-// `virtkube server` on loopback.
+// internal/webhook) and of the aggregated API subresources.kubevirt.io (see
+// internal/subresource), run as a Deployment on a real cluster and inside
+// `virtkube server` (webhooks on loopback, the aggregated API on the node's
+// address).
 package virtapi
 
 import (
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	virtv1 "kubevirt.io/api/core/v1"
@@ -21,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
+	"github.com/virtkube/virtkube/internal/subresource"
 )
 
 // DefaultPort is where virt-api listens on a real cluster, as KubeVirt's
@@ -41,6 +45,16 @@ type Options struct {
 	// TLSConfig, when set, carries the serving certificate as the caller
 	// holds it.
 	TLSConfig *tls.Config
+	// ExtraListeners serve the same handler as the main one (embedded
+	// mode: the node-address listener the aggregator reaches).
+	ExtraListeners []net.Listener
+
+	// HandlerTLS is virt-api's client identity towards virt-handler
+	// (console, VNC, pause); without it those subresources answer 503.
+	HandlerTLS subresource.HandlerTLS
+	// HandlerFallback is the virt-handler address used for a Node that
+	// publishes none (embedded mode: the server's console address).
+	HandlerFallback string
 }
 
 // Validate names the first bad option.
@@ -70,20 +84,29 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	if err != nil {
 		return err
 	}
+	sub, err := newSubresourceServer(ctx, cfg, o)
+	if err != nil {
+		return err
+	}
 	ln := o.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", o.Addr); err != nil {
 			return fmt.Errorf("virt-api listen: %w", err)
 		}
 	}
+	mux := newMux(kv, log)
+	mux.Handle("/", sub.Handler())
 	srv := &http.Server{
-		Handler:           newMux(kv, log),
+		Handler:           mux,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errs := make(chan error, 1)
-	go func() { errs <- srv.ServeTLS(ln, "", "") }()
-	log.Info("serving admission webhooks", "address", ln.Addr().String())
+	listeners := append([]net.Listener{ln}, o.ExtraListeners...)
+	errs := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { errs <- srv.ServeTLS(l, "", "") }()
+		log.Info("serving admission webhooks and subresources.kubevirt.io", "address", l.Addr().String())
+	}
 	select {
 	case err := <-errs:
 		return fmt.Errorf("virt-api: %w", err)
@@ -95,15 +118,57 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	}
 }
 
+// tlsConfig is the serving configuration. It asks for a client
+// certificate without requiring one: the aggregator presents its
+// front-proxy certificate, which the subresource authenticator verifies
+// against the requestheader CA; webhook calls come without one.
 func (o *Options) tlsConfig() (*tls.Config, error) {
+	var cfg *tls.Config
 	if o.TLSConfig != nil {
-		return o.TLSConfig.Clone(), nil
+		cfg = o.TLSConfig.Clone()
+	} else {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("virt-api serving certificate: %w", err)
+		}
+		cfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	cfg.ClientAuth = tls.RequestClientCert
+	return cfg, nil
+}
+
+// newSubresourceServer wires subresources.kubevirt.io: a direct client (its
+// reads must be current, as KubeVirt's are), the aggregator's
+// authentication, delegated authorization and, when configured, the way to
+// virt-handler.
+func newSubresourceServer(ctx context.Context, cfg *rest.Config, o *Options) (*subresource.Server, error) {
+	scheme, err := bootstrap.Scheme()
 	if err != nil {
-		return nil, fmt.Errorf("virt-api serving certificate: %w", err)
+		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	authn, err := subresource.NewAuthenticator(ctx, kc)
+	if err != nil {
+		return nil, fmt.Errorf("virt-api authentication: %w", err)
+	}
+	authz, err := subresource.NewAuthorizer(kc)
+	if err != nil {
+		return nil, fmt.Errorf("virt-api authorization: %w", err)
+	}
+	s := &subresource.Server{Client: c, Authenticator: authn, Authorizer: authz}
+	if o.HandlerTLS.CertFile != "" {
+		if s.Handlers, err = subresource.NewHandlers(c, o.HandlerFallback, o.HandlerTLS); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // configSource reads the KubeVirt CR from an informer's cache.

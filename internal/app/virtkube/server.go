@@ -25,6 +25,7 @@ import (
 	"github.com/virtkube/virtkube/internal/handler"
 	"github.com/virtkube/virtkube/internal/noderuntime"
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
+	"github.com/virtkube/virtkube/internal/subresource"
 )
 
 // ServerOptions are the flags of `virtkube server`.
@@ -156,6 +157,9 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	if err := bootstrap.KubeVirt(ctx, cfg); err != nil {
 		return err
 	}
+	if err := bootstrap.RBAC(ctx, cfg); err != nil {
+		return err
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -177,7 +181,8 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := cp.IssueCertificate("virt-api-client", handler.ConsoleClientName, false, nil, nil); err != nil {
+	apiClientCert, apiClientKey, err := cp.IssueCertificate("virt-api-client", handler.ConsoleClientName, false, nil, nil)
+	if err != nil {
 		return err
 	}
 
@@ -210,15 +215,22 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	}
 	run("pod runtime", func() error { return rt.Run(ctx) })
 	run("virt-controller", func() error { return virtcontroller.Run(ctx, cfg, virtcontroller.NewOptions()) })
+	consoleAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.ConsolePort))
 	run("virt-handler", func() error {
 		return virthandler.Run(ctx, cfg, &virthandler.Options{
 			NodeName: o.NodeName, KubeletRoot: kubeletRoot, MetricsAddr: "0",
-			ConsoleAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.ConsolePort)),
+			ConsoleAddr: consoleAddr,
 			ConsoleTLS:  handler.ConsoleTLS{CertFile: handlerCert, KeyFile: handlerKey, ClientCAFile: cp.CAFile()},
 		})
 	})
-	// virt-api: KubeVirt's admission webhooks (see virtapi.go).
-	if err := startVirtAPI(ctx, cp, o.VirtAPIPort, run); err != nil {
+	// virt-api: KubeVirt's admission webhooks and subresources.kubevirt.io
+	// (see virtapi.go); it opens consoles on the handler above.
+	aggregated, err := startVirtAPI(ctx, cp, virtAPIEmbedding{
+		Port:           o.VirtAPIPort,
+		HandlerTLS:     subresource.HandlerTLS{CertFile: apiClientCert, KeyFile: apiClientKey, CAFile: cp.CAFile()},
+		HandlerAddress: consoleAddr,
+	}, run)
+	if err != nil {
 		return err
 	}
 	select {
@@ -231,6 +243,11 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 
 	if err := virtapi.WaitAnswering(ctx, cfg, time.Minute); err != nil {
 		return err
+	}
+	if aggregated {
+		if err := virtapi.WaitAPIServiceAvailable(ctx, cfg, time.Minute); err != nil {
+			return err
+		}
 	}
 
 	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)

@@ -1,0 +1,81 @@
+package subresource
+
+import (
+	"net/http"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/virtkube/virtkube/internal/version"
+)
+
+// resources are the subresources KubeVirt lists in its discovery document,
+// each with the verb its clients use (PUT is update, GET is get), which is
+// also the verb RBAC rules must grant.
+var resources = []metav1.APIResource{
+	{Name: "virtualmachineinstances/vnc", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+	{Name: "virtualmachineinstances/console", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+	{Name: "virtualmachineinstances/portforward", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+	{Name: "virtualmachineinstances/pause", Namespaced: true, Verbs: metav1.Verbs{"update"}},
+	{Name: "virtualmachineinstances/unpause", Namespaced: true, Verbs: metav1.Verbs{"update"}},
+	{Name: "virtualmachineinstances/guestosinfo", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+	{Name: "virtualmachines/start", Namespaced: true, Verbs: metav1.Verbs{"update"}},
+	{Name: "virtualmachines/stop", Namespaced: true, Verbs: metav1.Verbs{"update"}},
+	{Name: "virtualmachines/restart", Namespaced: true, Verbs: metav1.Verbs{"update"}},
+	{Name: "virtualmachines/migrate", Namespaced: true, Verbs: metav1.Verbs{"update"}},
+	{Name: "virtualmachines/portforward", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+}
+
+func apiGroup() metav1.APIGroup {
+	g := metav1.APIGroup{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroup"}, Name: Group}
+	for _, v := range Versions {
+		g.Versions = append(g.Versions, metav1.GroupVersionForDiscovery{GroupVersion: Group + "/" + v, Version: v})
+	}
+	g.PreferredVersion = g.Versions[0]
+	return g
+}
+
+// serveGroupList answers /apis. The aggregator asks it first for the
+// aggregated discovery format; a plain APIGroupList makes it fall back to
+// each version's resource list, which is all this group has.
+func serveGroupList(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, metav1.APIGroupList{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroupList"},
+		Groups:   []metav1.APIGroup{apiGroup()},
+	})
+}
+
+func serveGroup(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, apiGroup())
+}
+
+func serveResourceList(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, metav1.APIResourceList{
+		TypeMeta:     metav1.TypeMeta{APIVersion: "v1", Kind: "APIResourceList"},
+		GroupVersion: Group + "/" + r.PathValue("version"),
+		APIResources: resources,
+	})
+}
+
+// serveVersion answers KubeVirt's version document; `virtctl version`
+// prints it as the server version.
+func serveVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, version.Get())
+}
+
+func serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok"))
+}
+
+// serveOpenAPIV2 answers the aggregator's OpenAPI download with a valid,
+// pathless document. The aggregator merges every APIService's spec; a 404
+// here it logs as an error and retries with back-off forever. Subresources
+// have no schema of their own (their bodies are kubevirt.io options), so
+// there is nothing more to publish.
+func serveOpenAPIV2(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"swagger": "2.0",
+		"info":    map[string]string{"title": "KubeVirt subresources API", "version": version.Version},
+		"paths":   map[string]any{},
+	})
+}

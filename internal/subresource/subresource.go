@@ -1,0 +1,107 @@
+// Package subresource is virt-api's aggregated API, subresources.kubevirt.io,
+// as KubeVirt serves it: the kube-apiserver proxies
+// /apis/subresources.kubevirt.io/... here (see the APIService virt-api
+// registers), after authenticating the user itself; this server trusts the
+// user only through the aggregator's front-proxy client certificate and asks
+// the apiserver whether that user may act (a SubjectAccessReview per
+// request), so RBAC on e.g. virtualmachines/start decides, exactly as with
+// KubeVirt.
+//
+// What it serves:
+//   - discovery (/apis, the group, each version), /openapi/v2, /version and
+//     /healthz;
+//   - VM start, stop, restart: JSON patches on the VM that
+//     internal/controller/vm acts on;
+//   - VMI console and vnc: websocket (plain.kubevirt.io) proxied to
+//     virt-handler on the VMI's node over mutual TLS;
+//   - VMI pause and unpause: forwarded to virt-handler likewise.
+package subresource
+
+import (
+	"net/http"
+
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Group is the API group served here.
+const Group = "subresources.kubevirt.io"
+
+// Versions are the versions of Group, preferred first, as KubeVirt serves
+// them.
+var Versions = []string{"v1", "v1alpha3"}
+
+// Server answers subresources.kubevirt.io requests.
+type Server struct {
+	// Client reads VMs, VMIs and Nodes and patches VMs, with virt-api's
+	// own identity (the user's permission was checked before).
+	Client client.Client
+	// Authenticator recognises the aggregator's requests (front-proxy
+	// certificate plus X-Remote-* headers); see NewAuthenticator.
+	Authenticator authenticator.Request
+	// Authorizer decides whether the user may use a subresource; see
+	// NewAuthorizer.
+	Authorizer authorizer.UnconditionalAuthorizer
+	// Handlers reaches virt-handler on a VMI's node.
+	Handlers *Handlers
+}
+
+// Handler routes every path of the group. Everything needs an
+// authenticated user; subresources of a named object also need RBAC
+// permission for it.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /apis", serveGroupList)
+	mux.HandleFunc("GET /apis/"+Group, serveGroup)
+	mux.HandleFunc("GET /apis/"+Group+"/{version}", withVersion(serveResourceList))
+	mux.HandleFunc("GET /apis/"+Group+"/{version}/version", withVersion(serveVersion))
+	mux.HandleFunc("GET /apis/"+Group+"/{version}/healthz", withVersion(serveHealthz))
+	mux.HandleFunc("GET /openapi/v2", serveOpenAPIV2)
+
+	const vms = "/apis/" + Group + "/{version}/namespaces/{namespace}/virtualmachines/{name}/"
+	const vmis = "/apis/" + Group + "/{version}/namespaces/{namespace}/virtualmachineinstances/{name}/"
+	for _, r := range []struct {
+		pattern string
+		handle  http.HandlerFunc
+	}{
+		{"PUT " + vms + "start", s.start},
+		{"PUT " + vms + "stop", s.stop},
+		{"PUT " + vms + "restart", s.restart},
+		{"PUT " + vms + "migrate", s.migrate},
+		{"GET " + vms + "portforward/{port...}", notSupported("port forwarding")},
+		{"GET " + vmis + "console", s.console},
+		{"GET " + vmis + "vnc", s.vnc},
+		{"PUT " + vmis + "pause", s.pause},
+		{"PUT " + vmis + "unpause", s.unpause},
+		{"GET " + vmis + "guestosinfo", notSupported("guest agent information")},
+		{"GET " + vmis + "portforward/{port...}", notSupported("port forwarding")},
+	} {
+		mux.Handle(r.pattern, withVersion(s.authorized(r.handle)))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, notFound(r.URL.Path))
+	})
+	return s.authenticated(mux)
+}
+
+// withVersion answers 404 for a version of the group that is not served.
+func withVersion(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range Versions {
+			if r.PathValue("version") == v {
+				next(w, r)
+				return
+			}
+		}
+		writeError(w, notFound(r.URL.Path))
+	}
+}
+
+// notSupported answers a subresource KubeVirt serves and virtkube does not
+// yet, saying so, rather than a bare 404 that reads like a typo.
+func notSupported(what string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, notImplemented(what+" is not supported on this installation"))
+	}
+}
