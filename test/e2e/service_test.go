@@ -22,7 +22,8 @@ import (
 
 // A Service written by hand, selecting the VMI's kubevirt.io/domain label as
 // the seed's win10-nginx does, reaches the guest's web server through its
-// ClusterIP and its NodePort on this machine (kube-proxy in virtkube server).
+// ClusterIP and its NodePort on this machine (kube-proxy in virtkube server),
+// and so does the NodePort of `virtctl expose vmi`.
 func TestServiceReachesGuest(t *testing.T) {
 	disk, err := guest.Disk()
 	if err != nil {
@@ -74,9 +75,18 @@ spec:
 			nodeIP = a.Address
 		}
 	}
+	// And one made the seed's way: virtctl expose ... --type NodePort.
+	if out, errOut, code := virtctl(t, s, "virtctl", "expose", "vmi", "web", "-n", ns, "--name", "web-expose", "--port", "80", "--type", "NodePort"); code != 0 {
+		t.Fatalf("virtctl expose: exit %d\n%s%s", code, out, errOut)
+	}
+	exposed, err := s.Client.CoreV1().Services(ns).Get(ctxT(t, time.Minute), "web-expose", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	targets := map[string]string{
-		"ClusterIP": net.JoinHostPort(svc.Spec.ClusterIP, "8080"),
-		"NodePort":  net.JoinHostPort(nodeIP, strconv.Itoa(int(svc.Spec.Ports[0].NodePort))),
+		"ClusterIP":          net.JoinHostPort(svc.Spec.ClusterIP, "8080"),
+		"NodePort":           net.JoinHostPort(nodeIP, strconv.Itoa(int(svc.Spec.Ports[0].NodePort))),
+		"virtctl's NodePort": net.JoinHostPort(nodeIP, strconv.Itoa(int(exposed.Spec.Ports[0].NodePort))),
 	}
 	httpc := &http.Client{Timeout: 3 * time.Second}
 	for kind, addr := range targets {
