@@ -112,7 +112,8 @@ func podReady(pod *corev1.Pod) bool {
 }
 
 // waitingContainer reports the first container that cannot start because of
-// its image or its configuration, with kubelet's reason and message.
+// its image, its configuration or its volumes, with the reason and message
+// of kubelet (or of the local node runtime).
 func waitingContainer(pod *corev1.Pod) (reason, msg string, ok bool) {
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, s := range statuses {
@@ -120,7 +121,10 @@ func waitingContainer(pod *corev1.Pod) (reason, msg string, ok bool) {
 		if w == nil {
 			continue
 		}
-		if imagePullReasons[w.Reason] || w.Reason == "CreateContainerConfigError" || w.Reason == "CreateContainerError" {
+		// ContainerCreating says why only when something is in the way
+		// (e.g. a Secret of a volume that does not exist).
+		blocked := w.Reason == "ContainerCreating" && w.Message != ""
+		if imagePullReasons[w.Reason] || w.Reason == "CreateContainerConfigError" || w.Reason == "CreateContainerError" || blocked {
 			return w.Reason, fmt.Sprintf("container %s: %s", s.Name, w.Message), true
 		}
 	}

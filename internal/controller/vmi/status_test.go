@@ -58,6 +58,7 @@ func TestObserve(t *testing.T) {
 		{"pod scheduled, starting", virtv1.Scheduling, pod(scheduled), virtv1.Scheduling, "", virtv1.GuestNotRunningReason, ""},
 		{"image cannot be pulled", virtv1.Scheduling, pod(scheduled, waiting("ErrImagePull")), virtv1.Scheduling, "", "ErrImagePull", ""},
 		{"image back-off", virtv1.Scheduling, pod(scheduled, waiting("ImagePullBackOff")), virtv1.Scheduling, "", "ImagePullBackOff", ""},
+		{"a volume cannot be set up (a message while ContainerCreating)", virtv1.Scheduling, pod(scheduled, waiting("ContainerCreating")), virtv1.Scheduling, "", "ContainerCreating", ""},
 		{"pod running and ready", virtv1.Scheduling, pod(scheduled, running), virtv1.Scheduled, "node1", virtv1.GuestNotRunningReason, ""},
 		{"pod failed before handover", virtv1.Scheduling, pod(scheduled, failed), virtv1.Failed, "", "Error", "Error"},
 		{"pod failed under a running VMI", virtv1.Running, pod(scheduled, failed), virtv1.Failed, "", "Error", "Error"},
