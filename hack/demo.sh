@@ -82,12 +82,22 @@ $kubectl get pods -o wide
 pod_uid=$($kubectl get pods -l kubevirt.io/domain=testvmi-nocloud2 -o jsonpath='{.items[0].metadata.uid}')
 console="$data_dir/kubelet/pods/$pod_uid/volumes/kubernetes.io~empty-dir/sockets/serial0.log"
 for _ in $(seq 1 600); do
-	grep -q "VIRTKUBE-MARKER" "$console" 2>/dev/null && break
+	grep -q "VIRTKUBE-MARKER" "$console" 2>/dev/null && grep -q "GUEST-IP" "$console" 2>/dev/null && break
 	sleep 0.2
 done
 echo "--- console of testvmi-nocloud2 ---"
 tr -d '\r' <"$console" | grep -E "VIRTKUBE|USER-DATA|BLOCKDEV|GUEST-IP|CLOUD-INIT" || true
 echo "-----------------------------------"
+
+# The guest has the pod's IP (bridge binding, the default): its web server
+# answers at the address kubectl shows.
+ip=$($kubectl get vmi testvmi-nocloud2 -o jsonpath='{.status.interfaces[0].ipAddress}')
+echo "\$ curl http://$ip/"
+if exec 3<>"/dev/tcp/$ip/80"; then
+	printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' "$ip" >&3
+	sed -n '/^\r$/,$p' <&3 | tail -n +2
+	exec 3<&-
+fi
 echo
 echo "virtkube is running. In another shell: export KUBECONFIG=$KUBECONFIG; $PWD/bin/kubectl get vmi"
 echo "Ctrl-C stops it; its state stays in $data_dir."
