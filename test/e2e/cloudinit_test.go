@@ -11,8 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/handler"
-	"github.com/virtkube/virtkube/test/containerdisk"
 	"github.com/virtkube/virtkube/test/framework"
 	"github.com/virtkube/virtkube/test/guest"
 )
@@ -21,21 +19,9 @@ import (
 // pod mounts the Secret, the launcher builds the config-2 ISO from it, and
 // the guest prints the value it read.
 func TestCloudInitUserDataFromSecret(t *testing.T) {
-	disk, err := guest.Disk()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := shared
 	ctx := ctxT(t, 5*time.Minute)
-	registry := containerdisk.StartRegistry(t)
-	ref, err := containerdisk.Push(ctx, registry, "virtkube/test-guest", "secret", disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if handler.KVMUsable() != nil {
-		kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
-			"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
-	}
+	ref := testGuestImage(t, s, "secret")
 	ns := s.Namespace(t)
 	kubectl(t, s, "", "create", "secret", "generic", "guest-userdata", "-n", ns,
 		"--from-literal=userdata=#cloud-config\nvirtkube-marker: from-a-secret\n")

@@ -15,8 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/handler"
-	"github.com/virtkube/virtkube/test/containerdisk"
 	"github.com/virtkube/virtkube/test/framework"
 	"github.com/virtkube/virtkube/test/guest"
 )
@@ -29,21 +27,9 @@ import (
 // guest, its user data and the 2Gi emptyDisk; deleting the VMI shuts the
 // guest down and leaves nothing behind.
 func TestSeedVMIBootsOnTheServersNode(t *testing.T) {
-	disk, err := guest.Disk()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := shared
 	ctx := ctxT(t, 5*time.Minute)
-	registry := containerdisk.StartRegistry(t)
-	ref, err := containerdisk.Push(ctx, registry, "virtkube/test-guest", "seed", disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if handler.KVMUsable() != nil {
-		kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
-			"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
-	}
+	ref := testGuestImage(t, s, "seed")
 	seed, err := os.ReadFile("../testdata/seed/testvmi-nocloud2.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -12,10 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	virtv1 "kubevirt.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/handler"
-	"github.com/virtkube/virtkube/test/containerdisk"
 	"github.com/virtkube/virtkube/test/framework"
-	"github.com/virtkube/virtkube/test/guest"
 )
 
 // hostDisk needs the HostDisk feature gate, as in KubeVirt: without it the
@@ -23,21 +20,9 @@ import (
 // (HardDisk) it runs, and the guest sees a disk of the requested capacity,
 // created on the node.
 func TestHostDiskNeedsItsFeatureGate(t *testing.T) {
-	disk, err := guest.Disk()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := framework.Start(t)
 	ctx := ctxT(t, 5*time.Minute)
-	registry := containerdisk.StartRegistry(t)
-	ref, err := containerdisk.Push(ctx, registry, "virtkube/test-guest", "hostdisk", disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if handler.KVMUsable() != nil {
-		kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
-			"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
-	}
+	ref := testGuestImage(t, s, "hostdisk")
 	hostPath := filepath.Join(t.TempDir(), "data", "disk.img")
 	manifest := func(name string) string {
 		return fmt.Sprintf(`apiVersion: kubevirt.io/v1

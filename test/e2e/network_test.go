@@ -16,10 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/handler"
-	"github.com/virtkube/virtkube/test/containerdisk"
 	"github.com/virtkube/virtkube/test/framework"
-	"github.com/virtkube/virtkube/test/guest"
 )
 
 // The pod network through each binding, one guest each, side by side: each
@@ -28,20 +25,8 @@ import (
 // reaches a server on this machine, and reaches the other guest through a
 // ClusterIP Service. Deleting the VMIs leaves no network namespace behind.
 func TestPodNetworkBindings(t *testing.T) {
-	disk, err := guest.Disk()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := shared
-	registry := containerdisk.StartRegistry(t)
-	ref, err := containerdisk.Push(ctxT(t, time.Minute), registry, "virtkube/test-guest", "net", disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if handler.KVMUsable() != nil {
-		kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
-			"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
-	}
+	ref := testGuestImage(t, s, "net")
 	ns := s.Namespace(t)
 	type vm struct {
 		binding, iface string

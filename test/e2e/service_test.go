@@ -14,10 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/handler"
-	"github.com/virtkube/virtkube/test/containerdisk"
 	"github.com/virtkube/virtkube/test/framework"
-	"github.com/virtkube/virtkube/test/guest"
 )
 
 // A Service written by hand, selecting the VMI's kubevirt.io/domain label as
@@ -25,20 +22,8 @@ import (
 // ClusterIP and its NodePort on this machine (kube-proxy in virtkube server),
 // and so does the NodePort of `virtctl expose vmi`.
 func TestServiceReachesGuest(t *testing.T) {
-	disk, err := guest.Disk()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := shared
-	registry := containerdisk.StartRegistry(t)
-	ref, err := containerdisk.Push(ctxT(t, time.Minute), registry, "virtkube/test-guest", "svc", disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if handler.KVMUsable() != nil {
-		kubectl(t, s, "", "patch", "kv", "kubevirt", "-n", "kubevirt", "--type=merge",
-			"-p", `{"spec":{"configuration":{"developerConfiguration":{"useEmulation":true}}}}`)
-	}
+	ref := testGuestImage(t, s, "svc")
 	ns := s.Namespace(t)
 	kubectl(t, s, fmt.Sprintf(`apiVersion: kubevirt.io/v1
 kind: VirtualMachineInstance
