@@ -147,6 +147,7 @@ func Serve(ctx context.Context, path string, impl Server) error {
 	}
 	s := grpc.NewServer()
 	s.RegisterService(&serviceDesc, impl)
+	registerStats(s, impl)
 	go func() {
 		<-ctx.Done()
 		// Let answers in flight (a Watch's last status above all) reach

@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	mux := newMux(kv, log)
 	mux.Handle("/", sub.Handler())
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           withMetrics(mux),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 	}

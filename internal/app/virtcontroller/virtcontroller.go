@@ -18,6 +18,7 @@ import (
 	"github.com/virtkube/virtkube/internal/controller/replicaset"
 	"github.com/virtkube/virtkube/internal/controller/vm"
 	"github.com/virtkube/virtkube/internal/controller/vmi"
+	"github.com/virtkube/virtkube/internal/metrics"
 	"github.com/virtkube/virtkube/internal/version"
 )
 
@@ -80,7 +81,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 		return err
 	}
 	ctrl.SetLogger(klog.NewKlogr())
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(metrics.Instrument(cfg), ctrl.Options{
 		Scheme:                  scheme,
 		Logger:                  klog.NewKlogr().WithName("virt-controller"),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -94,6 +95,13 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	}
 	if err := setupControllers(mgr, o); err != nil {
 		return err
+	}
+	vmiMetrics := vmi.NewMetrics(mgr)
+	if err := vmiMetrics.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	if err := metrics.RegisterWhile(ctx, vmiMetrics); err != nil {
+		return fmt.Errorf("register VMI metrics: %w", err)
 	}
 	return mgr.Start(ctx)
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/handler"
+	"github.com/virtkube/virtkube/internal/metrics"
 )
 
 // Options configure virt-handler.
@@ -68,7 +69,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 		return err
 	}
 	onThisNode := labels.SelectorFromSet(labels.Set{virtv1.NodeNameLabel: o.NodeName})
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(metrics.Instrument(cfg), ctrl.Options{
 		Scheme:                 scheme,
 		Logger:                 klog.NewKlogr().WithName("virt-handler"),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -89,6 +90,9 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if err := metrics.RegisterWhile(ctx, &handler.DomainStatsCollector{Reconciler: r}); err != nil {
+		return fmt.Errorf("register domain stats: %w", err)
 	}
 	consoleAddr := ""
 	if o.ConsoleTLS.CertFile != "" {

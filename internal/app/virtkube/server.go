@@ -23,6 +23,7 @@ import (
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/controlplane"
 	"github.com/virtkube/virtkube/internal/handler"
+	"github.com/virtkube/virtkube/internal/metrics"
 	"github.com/virtkube/virtkube/internal/noderuntime"
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
 	"github.com/virtkube/virtkube/internal/subresource"
@@ -45,6 +46,9 @@ type ServerOptions struct {
 	// VirtAPIPort is virt-api's loopback port; 0 picks a free one at each
 	// start (the webhook configurations follow it).
 	VirtAPIPort int
+	// MetricsAddress serves /metrics of every virtkube component; a port
+	// 0 picks a free one at each start, "0" turns it off.
+	MetricsAddress string
 }
 
 // NewServerOptions returns the defaults.
@@ -60,6 +64,9 @@ func NewServerOptions() *ServerOptions {
 		Bridge:      noderuntime.DefaultBridge,
 		ConsolePort: handler.ConsolePort,
 		KubeProxy:   true,
+		// A free port by default: several servers share a machine in
+		// tests, and the ready message names the port.
+		MetricsAddress: "127.0.0.1:0",
 	}
 }
 
@@ -84,6 +91,11 @@ func (o *ServerOptions) Validate() error {
 	}
 	if o.VirtAPIPort < 0 || o.VirtAPIPort > 65535 {
 		return fmt.Errorf("--virt-api-port %d: must be between 0 (any free port) and 65535", o.VirtAPIPort)
+	}
+	if o.MetricsAddress != "0" {
+		if _, _, err := net.SplitHostPort(o.MetricsAddress); err != nil {
+			return fmt.Errorf("--metrics-address %q: want host:port, or 0 for none: %w", o.MetricsAddress, err)
+		}
 	}
 	if !cluster.Contains(podIP) {
 		return fmt.Errorf("--pod-cidr %s: must lie inside --cluster-cidr %s", o.PodCIDR, o.ClusterCIDR)
@@ -134,6 +146,7 @@ again on the same directory keeps every object.`,
 	f.IntVar(&o.ConsolePort, "console-port", o.ConsolePort, "loopback port of virt-handler's console server")
 	f.BoolVar(&o.KubeProxy, "kube-proxy", o.KubeProxy, "run kube-proxy (nftables mode) so ClusterIP and NodePort Services reach the VMs on this machine; turn off when the machine runs a kube-proxy already")
 	f.IntVar(&o.VirtAPIPort, "virt-api-port", o.VirtAPIPort, "loopback port of virt-api's admission webhooks; 0 picks a free port at each start")
+	f.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "host:port serving /metrics (Prometheus) of virt-controller, virt-handler and virt-api; port 0 picks a free one at each start, 0 turns it off")
 	return cmd
 }
 
@@ -214,6 +227,10 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		}()
 	}
 	run("pod runtime", func() error { return rt.Run(ctx) })
+	metricsURL, err := serveMetrics(ctx, o.MetricsAddress, run)
+	if err != nil {
+		return err
+	}
 	run("virt-controller", func() error { return virtcontroller.Run(ctx, cfg, virtcontroller.NewOptions()) })
 	consoleAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.ConsolePort))
 	run("virt-handler", func() error {
@@ -250,7 +267,10 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		}
 	}
 
-	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName)
+	if metricsURL != "" {
+		fmt.Fprintf(out, "metrics: %s\n", metricsURL)
+	}
+	log.Info("virtkube ready", "elapsed", time.Since(begin).Round(time.Millisecond), "node", o.NodeName, "metrics", metricsURL)
 	fmt.Fprintf(out, "virtkube is ready (%s).\nkubeconfig: %s\n  export KUBECONFIG=%s\n",
 		time.Since(begin).Round(time.Millisecond), cp.AdminKubeconfig, cp.AdminKubeconfig)
 
@@ -288,3 +308,19 @@ uninstall, or after tests.`,
 	f.StringVar(&o.Bridge, "bridge", o.Bridge, "host bridge of this node's pods")
 	return cmd
 }
+
+// serveMetrics serves /metrics of the in-process components on addr ("0":
+// not at all) and returns its URL. They all register into one registry
+// (see internal/metrics), so the components' own metrics servers stay off.
+func serveMetrics(ctx context.Context, addr string, run func(string, func() error)) (string, error) {
+	if addr == "0" {
+		return "", nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("--metrics-address: %w", err)
+	}
+	run("metrics", func() error { return metrics.Serve(ctx, ln) })
+	return "http://" + ln.Addr().String() + "/metrics", nil
+}
+

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// findServer returns the pid of the `virtkube server` whose --data-dir
+// holds kubeconfig; with one server on the machine, that one.
+func findServer(kubeconfig string) (int, error) {
+	dataDir := filepath.Dir(kubeconfig)
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var all []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if len(args) < 2 || filepath.Base(args[0]) != "virtkube" || args[1] != "server" {
+			continue
+		}
+		if flagValue(args, "--data-dir") == dataDir {
+			return pid, nil
+		}
+		all = append(all, pid)
+	}
+	if len(all) == 1 {
+		return all[0], nil
+	}
+	return 0, fmt.Errorf("no single `virtkube server` process with --data-dir %s (found %d others); set --server-pid", dataDir, len(all))
+}
+
+// flagValue is the value of flag name in args ("--name v" or "--name=v").
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// server is a `virtkube server` the bench started (--ab mode).
+type server struct {
+	cmd        *exec.Cmd
+	args       []string
+	dataDir    string
+	kubeconfig string
+	exited     chan struct{}
+}
+
+// startServer runs command (a binary and its arguments, e.g.
+// "bin/virtkube server --kube-proxy=false") on dataDir with free API and
+// console ports and returns once it is ready.
+func startServer(ctx context.Context, command []string, dataDir string, logTo io.Writer) (*server, error) {
+	api, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	console, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append(slices.Clone(command[1:]), "--data-dir", dataDir,
+		"--api-port", strconv.Itoa(api), "--console-port", strconv.Itoa(console))
+	cmd := exec.Command(command[0], args...)
+	cmd.Stderr = logTo
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, args: append([]string{command[0]}, args...), dataDir: dataDir,
+		kubeconfig: filepath.Join(dataDir, "kubeconfig"), exited: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "virtkube is ready") {
+				close(ready)
+			}
+		}
+	}()
+	go func() { _ = cmd.Wait(); close(s.exited) }()
+	select {
+	case <-ready:
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("%s exited before it was ready", strings.Join(command, " "))
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop ends the server and removes the VMs and pod networks it leaves
+// (`virtkube reset`), so the next server starts on a clean node.
+func (s *server) stop() error {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(time.Minute):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+	reset := []string{"reset", "--data-dir", s.dataDir}
+	for _, f := range []string{"--bridge", "--pod-cidr"} {
+		if v := flagValue(s.args, f); v != "" {
+			reset = append(reset, f, v)
+		}
+	}
+	if out, err := exec.Command(s.args[0], reset...).CombinedOutput(); err != nil {
+		return fmt.Errorf("virtkube reset: %w: %s", err, out)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
