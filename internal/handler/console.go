@@ -46,6 +46,7 @@ const AddressAnnotation = "virtkube.io/virt-handler-address"
 //	GET /v1/namespaces/{namespace}/virtualmachineinstances/{name}/vnc
 //	PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/pause
 //	PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/unpause
+//	GET /v1/namespaces/{namespace}/virtualmachineinstances/{name}/portforward/{port}/{protocol}
 type ConsoleServer struct {
 	Client   client.Reader
 	NodeName string
@@ -67,6 +68,7 @@ func (s *ConsoleServer) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/namespaces/{namespace}/virtualmachineinstances/{name}/unpause", func(w http.ResponseWriter, r *http.Request) {
 		s.changePause(w, r, false)
 	})
+	mux.HandleFunc("GET /v1/namespaces/{namespace}/virtualmachineinstances/{name}/portforward/{port}/{protocol}", s.portForward)
 	return mux
 }
 

@@ -1,7 +1,9 @@
 package network
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -39,6 +41,29 @@ func inNetns(path string, f func() error) error {
 		}
 	}()
 	return <-errc
+}
+
+// DialInNetns connects to address (a literal IP and a port) from inside the
+// network namespace at path, e.g. to a masquerade guest that only the
+// launcher pod can reach. A socket belongs to the namespace of the thread
+// that creates it and keeps it on every thread that uses it later, so the
+// connection works from any goroutine. A host name is refused: Go resolves
+// names on other goroutines, outside the namespace.
+func DialInNetns(ctx context.Context, path, network, address string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	if net.ParseIP(host) == nil {
+		return nil, fmt.Errorf("dial %s in %s: %q is not an IP address", address, path, host)
+	}
+	var conn net.Conn
+	err = inNetns(path, func() error {
+		var err error
+		conn, err = (&net.Dialer{}).DialContext(ctx, network, address)
+		return err
+	})
+	return conn, err
 }
 
 // setSysctl writes a sysctl of the calling thread's network namespace, e.g.

@@ -18,6 +18,8 @@ var resources = []metav1.APIResource{
 	{Name: "virtualmachineinstances/pause", Namespaced: true, Verbs: metav1.Verbs{"update"}},
 	{Name: "virtualmachineinstances/unpause", Namespaced: true, Verbs: metav1.Verbs{"update"}},
 	{Name: "virtualmachineinstances/guestosinfo", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+	{Name: "virtualmachineinstances/userlist", Namespaced: true, Verbs: metav1.Verbs{"get"}},
+	{Name: "virtualmachineinstances/filesystemlist", Namespaced: true, Verbs: metav1.Verbs{"get"}},
 	{Name: "virtualmachines/start", Namespaced: true, Verbs: metav1.Verbs{"update"}},
 	{Name: "virtualmachines/stop", Namespaced: true, Verbs: metav1.Verbs{"update"}},
 	{Name: "virtualmachines/restart", Namespaced: true, Verbs: metav1.Verbs{"update"}},

@@ -88,9 +88,10 @@ func handlerPath(vmi *virtv1.VirtualMachineInstance, what string) string {
 }
 
 // proxy hands the request (a websocket upgrade) to virt-handler and, once
-// it answers 101, copies bytes both ways until either side closes. The
-// aggregator's identity headers stay here: virt-handler trusts virt-api's
-// certificate, not them.
+// it answers 101, copies bytes both ways until either side closes. A
+// refusal by virt-handler reaches the user as a Status, which kubectl and
+// virtctl print. The aggregator's identity headers stay here: virt-handler
+// trusts virt-api's certificate, not them.
 func (h *Handlers) proxy(w http.ResponseWriter, r *http.Request, addr, path string) {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -103,7 +104,20 @@ func (h *Handlers) proxy(w http.ResponseWriter, r *http.Request, addr, path stri
 			}
 		},
 		Transport: h.transport,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				return nil
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			return handlerError(resp.StatusCode, body)
+		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			var refused *apierrors.StatusError
+			if errors.As(err, &refused) {
+				writeError(w, refused)
+				return
+			}
 			writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf("virt-handler at %s: %v", addr, err)))
 		},
 	}

@@ -12,9 +12,13 @@
 //     /healthz;
 //   - VM start, stop, restart: JSON patches on the VM that
 //     internal/controller/vm acts on;
-//   - VMI console and vnc: websocket (plain.kubevirt.io) proxied to
-//     virt-handler on the VMI's node over mutual TLS;
-//   - VMI pause and unpause: forwarded to virt-handler likewise.
+//   - VMI console, vnc and portforward (of a VMI, or of a VM's VMI):
+//     websocket (plain.kubevirt.io) proxied to virt-handler on the VMI's
+//     node over mutual TLS, which connects to the serial console, the VNC
+//     server or a guest port;
+//   - VMI pause and unpause: forwarded to virt-handler likewise;
+//   - VMI guestosinfo, userlist and filesystemlist: KubeVirt's answer for a
+//     guest agent that is not connected (virtkube has no agent channel).
 package subresource
 
 import (
@@ -69,13 +73,17 @@ func (s *Server) Handler() http.Handler {
 		{"PUT " + vms + "stop", s.stop},
 		{"PUT " + vms + "restart", s.restart},
 		{"PUT " + vms + "migrate", s.migrate},
-		{"GET " + vms + "portforward/{port...}", notSupported("port forwarding")},
+		{"GET " + vms + "portforward/{port}", s.vmPortForward},
+		{"GET " + vms + "portforward/{port}/{protocol}", s.vmPortForward},
 		{"GET " + vmis + "console", s.console},
 		{"GET " + vmis + "vnc", s.vnc},
 		{"PUT " + vmis + "pause", s.pause},
 		{"PUT " + vmis + "unpause", s.unpause},
-		{"GET " + vmis + "guestosinfo", notSupported("guest agent information")},
-		{"GET " + vmis + "portforward/{port...}", notSupported("port forwarding")},
+		{"GET " + vmis + "guestosinfo", s.guestAgent},
+		{"GET " + vmis + "userlist", s.guestAgent},
+		{"GET " + vmis + "filesystemlist", s.guestAgent},
+		{"GET " + vmis + "portforward/{port}", s.vmiPortForward},
+		{"GET " + vmis + "portforward/{port}/{protocol}", s.vmiPortForward},
 	} {
 		mux.Handle(r.pattern, withVersion(s.authorized(r.handle)))
 	}
@@ -95,13 +103,5 @@ func withVersion(next http.HandlerFunc) http.HandlerFunc {
 			}
 		}
 		writeError(w, notFound(r.URL.Path))
-	}
-}
-
-// notSupported answers a subresource KubeVirt serves and virtkube does not
-// yet, saying so, rather than a bare 404 that reads like a typo.
-func notSupported(what string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, notImplemented(what+" is not supported on this installation"))
 	}
 }

@@ -83,6 +83,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, what string) {
 		writeError(w, err)
 		return
 	}
+	s.proxyStream(w, r, vmi, what)
+}
+
+// proxyStream hands a websocket request on to virt-handler's subresource
+// what of vmi, on the VMI's node.
+func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, vmi *virtv1.VirtualMachineInstance, what string) {
 	if s.Handlers == nil {
 		writeError(w, apierrors.NewServiceUnavailable(errNoHandlers.Error()))
 		return

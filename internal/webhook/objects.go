@@ -35,15 +35,23 @@ func ValidateVMI(vmi *virtv1.VirtualMachineInstance, cfg Config) (field.ErrorLis
 
 // ValidateVMIUpdate checks an update of a VMI: its spec is fixed once it is
 // created (KubeVirt lets only its own components change it, for hotplug;
-// virtkube's components do not), while metadata and status may change.
+// virtkube's components do not), while metadata and status may change. The
+// one exception is terminationGracePeriodSeconds: `virtctl stop
+// --grace-period` shortens it on the running VMI before stopping its VM, as
+// KubeVirt's virt-api does.
 func ValidateVMIUpdate(old, updated *virtv1.VirtualMachineInstance) field.ErrorList {
-	if equality.Semantic.DeepEqual(old.Spec, updated.Spec) {
-		return nil
-	}
 	var errs field.ErrorList
-	for _, name := range changedFields(old.Spec, updated.Spec) {
+	if g := updated.Spec.TerminationGracePeriodSeconds; g != nil && *g < 0 && !equality.Semantic.DeepEqual(g, old.Spec.TerminationGracePeriodSeconds) {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "terminationGracePeriodSeconds"), *g, "must be greater than or equal to 0"))
+	}
+	rest := updated.Spec.DeepCopy()
+	rest.TerminationGracePeriodSeconds = old.Spec.TerminationGracePeriodSeconds
+	if equality.Semantic.DeepEqual(old.Spec, *rest) {
+		return errs
+	}
+	for _, name := range changedFields(old.Spec, *rest) {
 		errs = append(errs, field.Forbidden(field.NewPath("spec", name),
-			"the spec of a VirtualMachineInstance cannot change after it is created; delete and recreate it, or use a VirtualMachine and restart it"))
+			"the spec of a VirtualMachineInstance cannot change after it is created, except terminationGracePeriodSeconds; delete and recreate it, or use a VirtualMachine and restart it"))
 	}
 	return errs
 }

@@ -220,6 +220,13 @@ func TestValidateVMIUpdate(t *testing.T) {
 		}, nil},
 		{"volumes changed", func(v *virtv1.VirtualMachineInstance) { v.Spec.Volumes[0].ContainerDisk.Image = "other" }, []wantError{
 			{"spec.volumes", field.ErrorTypeForbidden, []string{"cannot change after it is created"}}}},
+		{"grace period shortened", func(v *virtv1.VirtualMachineInstance) { v.Spec.TerminationGracePeriodSeconds = ptr[int64](5) }, nil},
+		{"grace period negative", func(v *virtv1.VirtualMachineInstance) { v.Spec.TerminationGracePeriodSeconds = ptr[int64](-1) }, []wantError{
+			{"spec.terminationGracePeriodSeconds", field.ErrorTypeInvalid, []string{"greater than or equal to 0"}}}},
+		{"grace period and hostname changed", func(v *virtv1.VirtualMachineInstance) {
+			v.Spec.TerminationGracePeriodSeconds = ptr[int64](0)
+			v.Spec.Hostname = "h"
+		}, []wantError{{"spec.hostname", field.ErrorTypeForbidden, []string{"except terminationGracePeriodSeconds"}}}},
 		{"two fields changed", func(v *virtv1.VirtualMachineInstance) {
 			v.Spec.Hostname = "h"
 			v.Spec.Domain.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("128Mi")
