@@ -25,6 +25,7 @@ import (
 	virtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -74,6 +75,9 @@ type Reconciler struct {
 	events chan event.GenericEvent
 }
 
+// workers is how many VMIs of the node are reconciled at once.
+const workers = 8
+
 // SetupWithManager watches the VMIs of this node (by the kubevirt.io/nodeName
 // label virt-controller sets) and the launchers' domain events.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -83,9 +87,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.KVM == nil {
 		r.KVM = KVMUsable
 	}
+	// VMIs start in parallel: a start waits seconds for its domain, and a
+	// single worker made a burst of VMIs start one after the other.
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&virtv1.VirtualMachineInstance{}).
 		WatchesRawSource(source.Channel(r.events, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("virt-handler").
 		Complete(r)
 }

@@ -203,8 +203,9 @@ func isNoDomain(err error) bool {
 }
 
 // shutdownRepeat is how often StopGracefully presses the power button
-// again: a guest still booting (or between ACPI handlers) ignores a press.
-const shutdownRepeat = 5 * time.Second
+// again: a guest still booting (or between ACPI handlers) ignores a press,
+// and a guest that took the first one ignores the rest.
+const shutdownRepeat = time.Second
 
 // StopGracefully asks the guest to power off and waits up to grace for the
 // domain to end, pressing the power button again every few seconds, then
