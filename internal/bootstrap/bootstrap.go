@@ -24,11 +24,17 @@ import (
 // CRDs creates or updates every CRD under deploy/crds and waits until the
 // apiserver serves them.
 func CRDs(ctx context.Context, cfg *rest.Config) error {
-	client, err := apiextclient.NewForConfig(cfg)
+	crds, err := deploy.CRDs()
 	if err != nil {
 		return err
 	}
-	crds, err := deploy.CRDs()
+	return installCRDs(ctx, cfg, crds)
+}
+
+// installCRDs creates or updates crds and waits until the apiserver serves
+// them.
+func installCRDs(ctx context.Context, cfg *rest.Config, crds []*apiextv1.CustomResourceDefinition) error {
+	client, err := apiextclient.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,9 @@
 // # Pods
 //
 // The runtime watches the pods whose spec.nodeName is its node. A pod gets
-// its emptyDir volumes, a network namespace and an address, then its init
+// its emptyDir, secret and persistentVolumeClaim volumes (a bound claim's
+// hostPath or local volume of this node, in Filesystem mode; see
+// claimDir), a network namespace and an address, then its init
 // containers, one after the other, each to its end, then its containers:
 //
 //   - a container whose image starts with the launcher image prefix runs its
@@ -60,8 +62,9 @@
 // # Not done yet
 //
 // No egress NAT (pods reach the host and each other, not beyond). Only
-// emptyDir and secret volumes (a Secret is written once, when the pod
-// starts; no hostPath, PVC, configMap, projected, downward API); init
+// emptyDir, secret and persistentVolumeClaim volumes (a Secret is written
+// once, when the pod starts; claims in Filesystem mode only, volumeDevices
+// are refused; no hostPath, configMap, projected, downward API); init
 // containers of the launcher image only; no hostNetwork, no probes, no
 // container restarts, no /etc/hosts, /etc/resolv.conf or hostname of the
 // pod's, no image garbage collection, IPv4 only.

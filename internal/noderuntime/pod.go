@@ -69,6 +69,7 @@ type podWorker struct {
 	addr         *net.IPNet
 	networkReady bool
 	setupErr     error
+	claimDirs    map[string]string // persistentVolumeClaim volume → host directory
 	rejected     *rejection
 	completed    bool
 	completedAt  time.Time
@@ -308,6 +309,15 @@ func (w *podWorker) prepare(ctx context.Context, pod *corev1.Pod) error {
 			if err := w.writeSecret(ctx, pod, v); err != nil {
 				return err
 			}
+		case v.PersistentVolumeClaim != nil:
+			dir, err := w.claimDir(ctx, pod, v)
+			if err != nil {
+				return err
+			}
+			if w.claimDirs == nil {
+				w.claimDirs = map[string]string{}
+			}
+			w.claimDirs[v.Name] = dir
 		}
 	}
 	addr, err := w.r.ipam.Allocate(w.uid)
@@ -477,7 +487,9 @@ func pullBackoff(failures int) time.Duration {
 }
 
 // volumeDir is the host directory of the pod's volume name, and whether it
-// is always mounted read-only (a Secret, as kubelet mounts it).
+// is always mounted read-only (a Secret, as kubelet mounts it, or a claim
+// the pod asks for read-only). A claim's directory is known once the pod
+// was prepared.
 func (w *podWorker) volumeDir(pod *corev1.Pod, name string) (dir string, readOnly, ok bool) {
 	for _, v := range pod.Spec.Volumes {
 		switch {
@@ -486,6 +498,9 @@ func (w *podWorker) volumeDir(pod *corev1.Pod, name string) (dir string, readOnl
 			return w.emptyDir(name), false, true
 		case v.Secret != nil:
 			return w.secretDir(name), true, true
+		case v.PersistentVolumeClaim != nil:
+			dir, ok := w.claimDirs[name]
+			return dir, v.PersistentVolumeClaim.ReadOnly, ok
 		}
 	}
 	return "", false, false
@@ -631,7 +646,7 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *container) ([]bindMount, error) {
 	for _, m := range spec.VolumeMounts {
 		src, readOnly, ok := w.volumeDir(pod, m.Name)
 		if !ok {
-			return nil, fmt.Errorf("container %s: volume mount %s: no emptyDir or secret volume %q in the pod", spec.Name, m.MountPath, m.Name)
+			return nil, fmt.Errorf("container %s: volume mount %s: no emptyDir, secret or bound persistentVolumeClaim volume %q in the pod", spec.Name, m.MountPath, m.Name)
 		}
 		if m.SubPathExpr != "" {
 			return nil, fmt.Errorf("container %s: volume mount %s: subPathExpr is not supported by this node runtime", spec.Name, m.MountPath)
@@ -673,10 +688,17 @@ func containerEnv(pod *corev1.Pod, spec *corev1.Container) []string {
 // checkPod says why pod can never run on this node, or nil.
 func checkPod(pod *corev1.Pod) *rejection {
 	for _, v := range pod.Spec.Volumes {
-		if v.EmptyDir == nil && v.Secret == nil {
+		if v.EmptyDir == nil && v.Secret == nil && v.PersistentVolumeClaim == nil {
 			return &rejection{Reason: ReasonUnsupportedVolume, Message: fmt.Sprintf(
-				"volume %q is a %s volume: this node runtime supports only emptyDir and secret volumes so far (hostPath, persistentVolumeClaim, configMap and the other kinds come later)",
+				"volume %q is a %s volume: this node runtime supports only emptyDir, secret and persistentVolumeClaim volumes so far (hostPath, configMap and the other kinds come later)",
 				v.Name, volumeKind(v.VolumeSource))}
+		}
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if len(c.VolumeDevices) > 0 {
+			return &rejection{Reason: ReasonUnsupportedVolume, Message: fmt.Sprintf(
+				"container %s: volumeDevices (claims in volumeMode Block, here %q) are not supported by this node runtime; use claims in volumeMode Filesystem",
+				c.Name, c.VolumeDevices[0].Name)}
 		}
 	}
 	if pod.Spec.HostNetwork {
@@ -685,8 +707,9 @@ func checkPod(pod *corev1.Pod) *rejection {
 	return nil
 }
 
-// volumeKind is the JSON name of the one set field of a VolumeSource.
-func volumeKind(src corev1.VolumeSource) string {
+// volumeKind is the JSON name of the one set field of a VolumeSource or a
+// PersistentVolumeSource.
+func volumeKind[S corev1.VolumeSource | corev1.PersistentVolumeSource](src S) string {
 	v := reflect.ValueOf(src)
 	for i := 0; i < v.NumField(); i++ {
 		if f := v.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {

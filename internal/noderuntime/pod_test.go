@@ -57,9 +57,12 @@ func TestCheckPod(t *testing.T) {
 	}{
 		{"emptyDirs only", corev1.PodSpec{Volumes: []corev1.Volume{emptyDir}}, "", ""},
 		{"hostPath", corev1.PodSpec{Volumes: []corev1.Volume{emptyDir, {Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/x"}}}}},
-			ReasonUnsupportedVolume, `volume "h" is a hostPath volume: this node runtime supports only emptyDir and secret volumes so far`},
-		{"PVC", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "p", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}}},
-			ReasonUnsupportedVolume, "persistentVolumeClaim volume"},
+			ReasonUnsupportedVolume, `volume "h" is a hostPath volume: this node runtime supports only emptyDir, secret and persistentVolumeClaim volumes so far`},
+		{"PVC", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "p", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}}}, "", ""},
+		{"block PVC", corev1.PodSpec{
+			Volumes:    []corev1.Volume{{Name: "p", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}},
+			Containers: []corev1.Container{{Name: "compute", VolumeDevices: []corev1.VolumeDevice{{Name: "p", DevicePath: "/dev/p"}}}},
+		}, ReasonUnsupportedVolume, `container compute: volumeDevices (claims in volumeMode Block, here "p") are not supported`},
 		{"secret", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s"}}}}}, "", ""},
 		{"configMap", corev1.PodSpec{Volumes: []corev1.Volume{{Name: "c", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}}}},
 			ReasonUnsupportedVolume, "come later"},

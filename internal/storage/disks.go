@@ -1,8 +1,9 @@
 // Package storage turns a VMI's volumes into disks on the node: copy-on-write
 // overlays for containerDisks, sparse images for emptyDisks, host files for
-// hostDisks and cloud-init ISOs. virt-launcher calls Prepare before it starts
-// the domain; everything it creates lives in the pod's ephemeral directory
-// and goes with the pod.
+// hostDisks, cloud-init ISOs, the disk.img of persistentVolumeClaims and
+// overlays over it for ephemeral volumes. virt-launcher calls Prepare before
+// it starts the domain; everything it creates lives in the pod's ephemeral
+// directory and goes with the pod, but for hostDisks and claims' disk.img.
 package storage
 
 import (
@@ -37,6 +38,9 @@ type Dirs struct {
 	// Secrets has the Secrets the cloud-init volume refers to, mounted
 	// by the pod (see cloudinit.SecretsDir).
 	Secrets string
+	// ClaimDisks has each persistentVolumeClaim and ephemeral volume's
+	// claim mounted at <dir>/<volume>; empty means DefaultClaimDisks.
+	ClaimDisks string
 }
 
 // Prepare makes every volume of vmi usable by QEMU and returns the domain's
@@ -61,8 +65,12 @@ func Prepare(ctx context.Context, vmi *virtv1.VirtualMachineInstance, dirs Dirs,
 			src, err = hostDisk(v, path)
 		case v.CloudInitNoCloud != nil || v.CloudInitConfigDrive != nil:
 			src, err = cloudInitDisk(vmi, i, dirs, secrets)
+		case v.PersistentVolumeClaim != nil:
+			src, err = claimDisk(vmi, v, path, dirs)
+		case v.Ephemeral != nil:
+			src, err = ephemeralDisk(ctx, v, path, dirs)
 		default:
-			return nil, field.NotSupported(path, volumeKind(v), []string{"containerDisk", "emptyDisk", "hostDisk", "cloudInitNoCloud", "cloudInitConfigDrive"})
+			return nil, field.NotSupported(path, volumeKind(v), []string{"containerDisk", "emptyDisk", "hostDisk", "cloudInitNoCloud", "cloudInitConfigDrive", "persistentVolumeClaim", "ephemeral"})
 		}
 		if err != nil {
 			return nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/controlplane"
 	"github.com/virtkube/virtkube/internal/handler"
+	"github.com/virtkube/virtkube/internal/hostpath"
 	"github.com/virtkube/virtkube/internal/metrics"
 	"github.com/virtkube/virtkube/internal/noderuntime"
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
@@ -173,6 +174,9 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	if err := bootstrap.RBAC(ctx, cfg); err != nil {
 		return err
 	}
+	if err := bootstrap.HostPath(ctx, cfg); err != nil {
+		return fmt.Errorf("install hostpath provisioner: %w", err)
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -227,6 +231,7 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		}()
 	}
 	run("pod runtime", func() error { return rt.Run(ctx) })
+	run("hostpath provisioner", func() error { return hostpath.Run(ctx, cfg, hostPathOptions(o)) })
 	metricsURL, err := serveMetrics(ctx, o.MetricsAddress, run)
 	if err != nil {
 		return err
@@ -324,3 +329,10 @@ func serveMetrics(ctx context.Context, addr string, run func(string, func() erro
 	return "http://" + ln.Addr().String() + "/metrics", nil
 }
 
+// hostPathOptions run this node's hostpath provisioner. Without a
+// HostPathProvisioner CR, its pool "local" (the StorageClass hostpath-csi's)
+// is <data-dir>/hpvolumes, the seed's /var/hpvolumes kept with the rest of
+// the server's state.
+func hostPathOptions(o *ServerOptions) hostpath.Options {
+	return hostpath.Options{NodeName: o.NodeName, DefaultPoolPath: filepath.Join(o.DataDir, "hpvolumes")}
+}

@@ -43,6 +43,10 @@ const (
 	ContainerDiskBinaryContainer = "container-disk-binary"
 	// containerDiskProgram is the program's path in the launcher image.
 	containerDiskProgram = "/usr/bin/container-disk"
+	// ClaimDisksDir is where the compute container finds each
+	// persistentVolumeClaim and ephemeral volume's claim, at
+	// <dir>/<volume>/ (KubeVirt's path), its disk in disk.img there.
+	ClaimDisksDir = "/var/run/kubevirt-private/vmi-disks"
 	// binShareDir is where BinShareVolume is mounted: in the init
 	// container and in the containerDisk containers.
 	binShareDir = "/var/run/virtkube/bin"
@@ -189,6 +193,10 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 		volumes, mounts := cloudInitSecrets(v)
 		pod.Spec.Volumes = append(pod.Spec.Volumes, volumes...)
 		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, mounts...)
+		if volume, mount, ok := claimVolume(v); ok {
+			pod.Spec.Volumes = append(pod.Spec.Volumes, volume)
+			pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, mount)
+		}
 	}
 	for i, v := range vmi.Spec.Volumes {
 		if v.ContainerDisk == nil {
@@ -257,6 +265,28 @@ func cloudInitSecrets(v virtv1.Volume) ([]corev1.Volume, []corev1.VolumeMount) {
 		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: cloudinit.SecretMountPath(v.Name, which), ReadOnly: true})
 	}
 	return volumes, mounts
+}
+
+// claimVolume is the pod volume and compute mount of a persistentVolumeClaim
+// or ephemeral VMI volume: the claim under the VMI volume's name, mounted at
+// ClaimDisksDir/<name>. An ephemeral volume's claim is only read (the guest
+// writes into an overlay in the pod), so it is mounted read-only. Claims are
+// mounted as filesystems: block-mode claims (volumeDevices) are not done
+// yet.
+func claimVolume(v virtv1.Volume) (corev1.Volume, corev1.VolumeMount, bool) {
+	var src corev1.PersistentVolumeClaimVolumeSource
+	switch {
+	case v.PersistentVolumeClaim != nil:
+		src = v.PersistentVolumeClaim.PersistentVolumeClaimVolumeSource
+	case v.Ephemeral != nil && v.Ephemeral.PersistentVolumeClaim != nil:
+		src = *v.Ephemeral.PersistentVolumeClaim
+		src.ReadOnly = true
+	default:
+		return corev1.Volume{}, corev1.VolumeMount{}, false
+	}
+	volume := corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &src}}
+	mount := corev1.VolumeMount{Name: v.Name, MountPath: ClaimDisksDir + "/" + v.Name, ReadOnly: src.ReadOnly}
+	return volume, mount, true
 }
 
 // containerDiskResources are tiny, as KubeVirt's: the container only runs

@@ -255,3 +255,47 @@ spec:
 		}
 	}
 }
+
+// A persistentVolumeClaim volume puts its claim into the pod, mounted where
+// the launcher looks for disk.img; an ephemeral volume's claim is mounted
+// read-only, the guest writing into an overlay.
+func TestLauncherPodMountsClaims(t *testing.T) {
+	vmi := decodeVMI(t, `apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: c, namespace: ns, uid: 0a6b2f44-0000-4000-8000-000000000003}
+spec:
+  domain:
+    resources: {requests: {memory: 64Mi}}
+    devices: {disks: [{name: data, disk: {bus: virtio}}, {name: base, disk: {bus: virtio}}]}
+  volumes:
+  - {name: data, persistentVolumeClaim: {claimName: my-data}}
+  - {name: base, ephemeral: {persistentVolumeClaim: {claimName: golden}}}
+`)
+	pod, err := LauncherPod(vmi, PodConfig{LauncherImage: "l", LauncherCommand: []string{"/usr/bin/virt-launcher"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]corev1.PersistentVolumeClaimVolumeSource{}
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			claims[v.Name] = *v.PersistentVolumeClaim
+		}
+	}
+	want := map[string]corev1.PersistentVolumeClaimVolumeSource{
+		"data": {ClaimName: "my-data"},
+		"base": {ClaimName: "golden", ReadOnly: true},
+	}
+	if len(claims) != len(want) || claims["data"] != want["data"] || claims["base"] != want["base"] {
+		t.Errorf("claim volumes = %+v, want %+v", claims, want)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		mounts[m.Name] = m
+	}
+	for name, readOnly := range map[string]bool{"data": false, "base": true} {
+		m := mounts[name]
+		if m.MountPath != "/var/run/kubevirt-private/vmi-disks/"+name || m.ReadOnly != readOnly {
+			t.Errorf("mount of %s = %+v, want at /var/run/kubevirt-private/vmi-disks/%s, read-only %v", name, m, name, readOnly)
+		}
+	}
+}

@@ -123,6 +123,9 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, vmi *virtv1.VirtualMac
 		}
 	}
 	apply(&vmi.Status, o, now)
+	if err := r.claimVolumeStatus(ctx, vmi); err != nil {
+		return ctrl.Result{}, err
+	}
 	if pod != nil && vmi.Status.Phase != virtv1.Failed {
 		if vmi.Status.ActivePods == nil {
 			vmi.Status.ActivePods = map[types.UID]string{}

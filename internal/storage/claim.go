@@ -1,0 +1,149 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/internal/domain"
+)
+
+// DefaultClaimDisks is where the launcher pod mounts each claim volume, at
+// <dir>/<volume>/ (KubeVirt's path; see vmi.ClaimDisksDir).
+const DefaultClaimDisks = "/var/run/kubevirt-private/vmi-disks"
+
+// claimDiskFile is a filesystem claim's disk, as KubeVirt and CDI name it.
+const claimDiskFile = "disk.img"
+
+// claimAlignment is what a new disk.img's size is rounded down to, so a
+// claim whose filesystem overhead leaves an odd size still gives the guest
+// whole sectors.
+const claimAlignment = 1 << 20
+
+// claimDisk is the raw disk.img in a persistentVolumeClaim volume's mount,
+// created sparse at the claim's usable size when missing (a blank claim).
+// The format is raw, always, as in KubeVirt: probing a disk the guest
+// writes would let the guest choose how the host reads it (a qcow2 header
+// naming a backing file).
+func claimDisk(vmi *virtv1.VirtualMachineInstance, v virtv1.Volume, path *field.Path, dirs Dirs) (domain.DiskSource, error) {
+	dir, err := claimMount(v, dirs)
+	if err != nil {
+		return domain.DiskSource{}, err
+	}
+	file := filepath.Join(dir, claimDiskFile)
+	src := domain.DiskSource{Path: file, Format: "raw", ReadOnly: v.PersistentVolumeClaim.ReadOnly}
+	if _, err := os.Stat(file); err == nil {
+		return src, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return domain.DiskSource{}, fmt.Errorf("persistentVolumeClaim %s: %w", v.Name, err)
+	}
+	if src.ReadOnly {
+		return domain.DiskSource{}, field.Invalid(path.Child("persistentVolumeClaim", "readOnly"), true,
+			fmt.Sprintf("claim %s has no %s to read; a read-only claim must hold a disk", v.PersistentVolumeClaim.ClaimName, claimDiskFile))
+	}
+	size, err := claimDiskSize(vmi, v.Name)
+	if err != nil {
+		return domain.DiskSource{}, fmt.Errorf("persistentVolumeClaim %s: %w", v.Name, err)
+	}
+	if err := createSparse(file, size); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("persistentVolumeClaim %s: %w", v.Name, err)
+	}
+	return src, nil
+}
+
+// ephemeralDisk is a qcow2 overlay in the pod over the disk.img of an
+// ephemeral volume's claim: the guest's writes go with the pod, the claim
+// is only read.
+func ephemeralDisk(ctx context.Context, v virtv1.Volume, path *field.Path, dirs Dirs) (domain.DiskSource, error) {
+	if v.Ephemeral.PersistentVolumeClaim == nil {
+		return domain.DiskSource{}, field.Required(path.Child("ephemeral", "persistentVolumeClaim"), "an ephemeral volume needs a claim to read")
+	}
+	dir, err := claimMount(v, dirs)
+	if err != nil {
+		return domain.DiskSource{}, err
+	}
+	base := filepath.Join(dir, claimDiskFile)
+	if _, err := os.Stat(base); err != nil {
+		return domain.DiskSource{}, fmt.Errorf("ephemeral %s: claim %s has no %s to start from: %w", v.Name, v.Ephemeral.PersistentVolumeClaim.ClaimName, claimDiskFile, err)
+	}
+	overlay := filepath.Join(dirs.Ephemeral, v.Name+".qcow2")
+	if _, err := os.Stat(overlay); err != nil {
+		if err := qemuImg(ctx, "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("ephemeral %s overlay: %w", v.Name, err)
+		}
+	}
+	return domain.DiskSource{Path: overlay, Format: "qcow2"}, nil
+}
+
+// claimMount is the directory the pod mounted volume v's claim at.
+func claimMount(v virtv1.Volume, dirs Dirs) (string, error) {
+	root := dirs.ClaimDisks
+	if root == "" {
+		root = DefaultClaimDisks
+	}
+	dir := filepath.Join(root, v.Name)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("volume %s: its claim is not mounted in the pod: %w", v.Name, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("volume %s: %s is not a directory (claims in volumeMode Block are not supported yet)", v.Name, dir)
+	}
+	return dir, nil
+}
+
+// claimDiskSize is the size of a new disk.img for volume name: the claim's
+// capacity as virt-controller reports it in the VMI's volumeStatus, less
+// the filesystem overhead it reports, rounded down to whole MiB.
+func claimDiskSize(vmi *virtv1.VirtualMachineInstance, name string) (int64, error) {
+	for _, vs := range vmi.Status.VolumeStatus {
+		if vs.Name != name || vs.PersistentVolumeClaimInfo == nil {
+			continue
+		}
+		info := vs.PersistentVolumeClaimInfo
+		capacity, ok := info.Capacity[corev1.ResourceStorage]
+		if !ok {
+			capacity, ok = info.Requests[corev1.ResourceStorage]
+		}
+		if !ok || capacity.Value() <= 0 {
+			break
+		}
+		size := capacity.Value()
+		if info.FilesystemOverhead != nil {
+			overhead, err := strconv.ParseFloat(string(*info.FilesystemOverhead), 64)
+			if err != nil || overhead < 0 || overhead >= 1 {
+				return 0, fmt.Errorf("status.volumeStatus %s: filesystemOverhead %q must be a fraction in [0,1)", name, *info.FilesystemOverhead)
+			}
+			size = int64(float64(size) * (1 - overhead))
+		}
+		size = size / claimAlignment * claimAlignment
+		if size <= 0 {
+			return 0, fmt.Errorf("claim %s: capacity %s leaves no room for a disk", info.ClaimName, capacity.String())
+		}
+		return size, nil
+	}
+	return 0, fmt.Errorf("no %s yet and the claim's capacity is unknown (status.volumeStatus has none for this volume)", claimDiskFile)
+}
+
+// createSparse makes a new sparse file of size bytes; it never replaces an
+// existing one.
+func createSparse(file string, size int64) error {
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o660)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(file)
+		return err
+	}
+	return f.Close()
+}
