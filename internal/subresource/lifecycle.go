@@ -246,93 +246,69 @@ func (s *Server) vmAndVMI(r *http.Request) (*virtv1.VirtualMachine, *virtv1.Virt
 	return vm, vmi, nil
 }
 
-func (s *Server) start(w http.ResponseWriter, r *http.Request) {
-	var o virtv1.StartOptions
-	if err := decodeOptions(r, &o); err != nil {
-		writeError(w, err)
-		return
+// vmVerb is the handler of a virtualmachines/{verb} subresource: it decodes
+// the verb's options (O), reads the VM and its VMI, and lets act answer; an
+// error from any step is written as a Status.
+func vmVerb[O any](s *Server, act func(w http.ResponseWriter, r *http.Request, vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, o O) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var o O
+		if err := decodeOptions(r, &o); err != nil {
+			writeError(w, err)
+			return
+		}
+		vm, vmi, err := s.vmAndVMI(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := act(w, r, vm, vmi, o); err != nil {
+			writeError(w, err)
+		}
 	}
-	vm, vmi, err := s.vmAndVMI(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	p, serr := planStart(vm, vmi, o)
-	if serr != nil {
-		writeError(w, serr)
-		return
-	}
-	s.patchVM(w, r, vm, p, o.DryRun)
 }
 
-func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
-	var o virtv1.StopOptions
-	if err := decodeOptions(r, &o); err != nil {
-		writeError(w, err)
-		return
-	}
-	vm, vmi, err := s.vmAndVMI(r)
+func (s *Server) start(w http.ResponseWriter, r *http.Request, vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, o virtv1.StartOptions) error {
+	p, err := planStart(vm, vmi, o)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
+	return s.patchVM(w, r, vm, p, o.DryRun)
+}
+
+func (s *Server) stop(w http.ResponseWriter, r *http.Request, vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, o virtv1.StopOptions) error {
 	plan, serr := planStop(vm, vmi, o)
 	if serr != nil {
-		writeError(w, serr)
-		return
+		return serr
 	}
 	if plan.VMIGrace != nil {
 		err := s.Client.Patch(r.Context(), vmi, client.RawPatch(types.JSONPatchType, plan.VMIGrace), &client.PatchOptions{DryRun: o.DryRun})
 		if err != nil {
-			writeError(w, patchError(vmiResource, vmi.Name, err))
-			return
+			return patchError(vmiResource, vmi.Name, err)
 		}
 	}
-	s.patchVM(w, r, vm, plan.VM, o.DryRun)
+	return s.patchVM(w, r, vm, plan.VM, o.DryRun)
 }
 
-func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
-	var o virtv1.RestartOptions
-	if err := decodeOptions(r, &o); err != nil {
-		writeError(w, err)
-		return
-	}
-	vm, vmi, err := s.vmAndVMI(r)
+func (s *Server) restart(w http.ResponseWriter, r *http.Request, vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, o virtv1.RestartOptions) error {
+	p, err := planRestart(vm, vmi, o)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	p, serr := planRestart(vm, vmi, o)
-	if serr != nil {
-		writeError(w, serr)
-		return
-	}
-	s.patchVM(w, r, vm, p, o.DryRun)
+	return s.patchVM(w, r, vm, p, o.DryRun)
 }
 
 // migrate checks what KubeVirt checks, then says plainly that live
 // migration is not available: virtkube has no migration controller yet,
 // and a VirtualMachineInstanceMigration nobody acts on would only mislead.
-func (s *Server) migrate(w http.ResponseWriter, r *http.Request) {
-	var o virtv1.MigrateOptions
-	if err := decodeOptions(r, &o); err != nil {
-		writeError(w, err)
-		return
-	}
-	vm, vmi, err := s.vmAndVMI(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) migrate(_ http.ResponseWriter, _ *http.Request, vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, _ virtv1.MigrateOptions) error {
 	if vmi == nil || vmi.Status.Phase != virtv1.Running {
-		writeError(w, conflict(vmResource, vm.Name, msgVMNotRunning))
-		return
+		return conflict(vmResource, vm.Name, msgVMNotRunning)
 	}
-	writeError(w, notImplemented("live migration is not supported on this installation"))
+	return notImplemented("live migration is not supported on this installation")
 }
 
 // patchVM writes p and answers 202 Accepted, as KubeVirt does.
-func (s *Server) patchVM(w http.ResponseWriter, r *http.Request, vm *virtv1.VirtualMachine, p vmPatch, dryRun []string) {
+func (s *Server) patchVM(w http.ResponseWriter, r *http.Request, vm *virtv1.VirtualMachine, p vmPatch, dryRun []string) error {
 	patch := client.RawPatch(types.JSONPatchType, p.Body)
 	var err error
 	if p.Status {
@@ -341,10 +317,10 @@ func (s *Server) patchVM(w http.ResponseWriter, r *http.Request, vm *virtv1.Virt
 		err = s.Client.Patch(r.Context(), vm, patch, &client.PatchOptions{DryRun: dryRun})
 	}
 	if err != nil {
-		writeError(w, patchError(vmResource, vm.Name, err))
-		return
+		return patchError(vmResource, vm.Name, err)
 	}
 	w.WriteHeader(http.StatusAccepted)
+	return nil
 }
 
 // patchError maps the apiserver's answer to a patch: a failed JSON patch

@@ -69,10 +69,10 @@ func (s *Server) Handler() http.Handler {
 		pattern string
 		handle  http.HandlerFunc
 	}{
-		{"PUT " + vms + "start", s.start},
-		{"PUT " + vms + "stop", s.stop},
-		{"PUT " + vms + "restart", s.restart},
-		{"PUT " + vms + "migrate", s.migrate},
+		{"PUT " + vms + "start", vmVerb(s, s.start)},
+		{"PUT " + vms + "stop", vmVerb(s, s.stop)},
+		{"PUT " + vms + "restart", vmVerb(s, s.restart)},
+		{"PUT " + vms + "migrate", vmVerb(s, s.migrate)},
 		{"GET " + vms + "portforward/{port}", s.vmPortForward},
 		{"GET " + vms + "portforward/{port}/{protocol}", s.vmPortForward},
 		{"GET " + vmis + "console", s.console},
