@@ -1,4 +1,5 @@
-// Command crdgen writes deploy/crds from kubevirt.io/api. Run it with
+// Command crdgen writes deploy/crds from kubevirt.io/api and CDI's API
+// (kubevirt.io/containerized-data-importer-api). Run it with
 // `make generate`.
 package main
 
@@ -25,6 +26,11 @@ func run(out string) error {
 	if err != nil {
 		return err
 	}
+	cdi, err := crdgen.GenerateCDI()
+	if err != nil {
+		return err
+	}
+	defs = append(defs, cdi...)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}

@@ -15,6 +15,11 @@ func TestCommittedCRDsAreCurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cdi, err := GenerateCDI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs = append(defs, cdi...)
 	dir := filepath.Join("..", "..", "deploy", "crds")
 	committed, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {

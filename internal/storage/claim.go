@@ -59,6 +59,17 @@ func claimDisk(vmi *virtv1.VirtualMachineInstance, v virtv1.Volume, path *field.
 	return src, nil
 }
 
+// dataVolumeClaim is volume v of kind dataVolume as the
+// persistentVolumeClaim volume it amounts to: CDI names a DataVolume's claim
+// after the DataVolume, and the pod mounts it like any claim.
+func dataVolumeClaim(v virtv1.Volume) virtv1.Volume {
+	v.PersistentVolumeClaim = &virtv1.PersistentVolumeClaimVolumeSource{
+		PersistentVolumeClaimVolumeSource: corev1.PersistentVolumeClaimVolumeSource{ClaimName: v.DataVolume.Name},
+	}
+	v.DataVolume = nil
+	return v
+}
+
 // ephemeralDisk is a qcow2 overlay in the pod over the disk.img of an
 // ephemeral volume's claim: the guest's writes go with the pod, the claim
 // is only read.

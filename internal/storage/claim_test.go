@@ -136,3 +136,24 @@ func TestEphemeralOverlaysClaim(t *testing.T) {
 		t.Errorf("ephemeral on an empty claim: err = %v", err)
 	}
 }
+
+// A dataVolume volume is its DataVolume's claim (named as the DataVolume),
+// mounted under the volume's name: the imported disk.img is used as is.
+func TestDataVolumeUsesClaimDisk(t *testing.T) {
+	claims := t.TempDir()
+	if err := os.Mkdir(filepath.Join(claims, "root"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(claims, "root", "disk.img")
+	if err := os.WriteFile(file, []byte("imported"), 0o660); err != nil {
+		t.Fatal(err)
+	}
+	vmi := vmiWith(t, "  - {name: root, dataVolume: {name: fedora-dv}}\n")
+	disks, err := Prepare(context.Background(), vmi, Dirs{Ephemeral: t.TempDir(), ClaimDisks: claims}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := disks["root"]; got.Path != file || got.Format != "raw" || got.ReadOnly {
+		t.Errorf("disk = %+v, want raw read-write %s", got, file)
+	}
+}

@@ -67,10 +67,12 @@ func Prepare(ctx context.Context, vmi *virtv1.VirtualMachineInstance, dirs Dirs,
 			src, err = cloudInitDisk(vmi, i, dirs, secrets)
 		case v.PersistentVolumeClaim != nil:
 			src, err = claimDisk(vmi, v, path, dirs)
+		case v.DataVolume != nil:
+			src, err = claimDisk(vmi, dataVolumeClaim(v), path, dirs)
 		case v.Ephemeral != nil:
 			src, err = ephemeralDisk(ctx, v, path, dirs)
 		default:
-			return nil, field.NotSupported(path, volumeKind(v), []string{"containerDisk", "emptyDisk", "hostDisk", "cloudInitNoCloud", "cloudInitConfigDrive", "persistentVolumeClaim", "ephemeral"})
+			return nil, field.NotSupported(path, volumeKind(v), []string{"containerDisk", "emptyDisk", "hostDisk", "cloudInitNoCloud", "cloudInitConfigDrive", "persistentVolumeClaim", "dataVolume", "ephemeral"})
 		}
 		if err != nil {
 			return nil, err

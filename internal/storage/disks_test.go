@@ -103,7 +103,7 @@ func TestPrepareErrorsNameTheField(t *testing.T) {
 		{"  - {name: d, hostDisk: {path: /nonexistent/virtkube/disk.img, type: Disk}}\n", "spec.volumes[0].hostDisk.path"},
 		{"  - {name: d, hostDisk: {path: relative.img, type: DiskOrCreate, capacity: 1Gi}}\n", "spec.volumes[0].hostDisk.path"},
 		{"  - {name: d, hostDisk: {path: " + t.TempDir() + "/new.img, type: DiskOrCreate}}\n", "spec.volumes[0].hostDisk.capacity"},
-		{"  - {name: d, dataVolume: {name: c}}\n", `spec.volumes[0]: Unsupported value: "dataVolume"`},
+		{"  - {name: d, configMap: {name: c}}\n", `spec.volumes[0]: Unsupported value: "configMap"`},
 		{"  - {name: d, ephemeral: {}}\n", "spec.volumes[0].ephemeral.persistentVolumeClaim: Required value"},
 		{"  - {name: d, containerDisk: {image: nothing-here}}\n", "containerDisk d (nothing-here): containerDisk socket " + dirs.ContainerDisks + "/d.sock"},
 	} {

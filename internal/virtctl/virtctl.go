@@ -38,6 +38,7 @@ func NewCommand(programName string) *cobra.Command {
 		newExposeCommand(clientConfig),
 		newCreateCommand(clientConfig),
 		newVersionCommand(clientConfig),
+		newImageUploadCommand(clientConfig),
 	)
 	return root
 }

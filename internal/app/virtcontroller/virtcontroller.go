@@ -14,11 +14,14 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
+	"github.com/virtkube/virtkube/internal/cdi"
+	"github.com/virtkube/virtkube/internal/controller/datavolume"
 	"github.com/virtkube/virtkube/internal/controller/kubevirt"
 	"github.com/virtkube/virtkube/internal/controller/replicaset"
 	"github.com/virtkube/virtkube/internal/controller/vm"
 	"github.com/virtkube/virtkube/internal/controller/vmi"
 	"github.com/virtkube/virtkube/internal/metrics"
+	"github.com/virtkube/virtkube/internal/uploadproxy"
 	"github.com/virtkube/virtkube/internal/version"
 )
 
@@ -80,6 +83,9 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	if err != nil {
 		return err
 	}
+	if err := cdi.AddToScheme(scheme); err != nil {
+		return err
+	}
 	ctrl.SetLogger(klog.NewKlogr())
 	mgr, err := ctrl.NewManager(metrics.Instrument(cfg), ctrl.Options{
 		Scheme:                  scheme,
@@ -136,6 +142,19 @@ func setupControllers(mgr ctrl.Manager, o *Options) error {
 	}
 	if err := (&kubevirt.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("KubeVirt CR controller: %w", err)
+	}
+	// CDI's controllers: DataVolumes and upload tokens.
+	dataVolumes := &datavolume.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("datavolume-controller")}
+	if err := dataVolumes.SetupWithManager(mgr, o.Workers); err != nil {
+		return fmt.Errorf("DataVolume controller: %w", err)
+	}
+	if err := (&datavolume.UploadClaimReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("upload claim controller: %w", err)
+	}
+	tokens := &uploadproxy.TokenReconciler{Client: mgr.GetClient(),
+		Keys: uploadproxy.KeyReader{Reader: mgr.GetAPIReader(), Namespace: bootstrap.KubeVirtNamespace}}
+	if err := tokens.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("UploadTokenRequest controller: %w", err)
 	}
 	return nil
 }

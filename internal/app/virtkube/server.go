@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/app/virtapi"
 	"github.com/virtkube/virtkube/internal/app/virtcontroller"
@@ -28,6 +29,7 @@ import (
 	"github.com/virtkube/virtkube/internal/noderuntime"
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
 	"github.com/virtkube/virtkube/internal/subresource"
+	"github.com/virtkube/virtkube/internal/uploadproxy"
 )
 
 // ServerOptions are the flags of `virtkube server`.
@@ -50,6 +52,10 @@ type ServerOptions struct {
 	// MetricsAddress serves /metrics of every virtkube component; a port
 	// 0 picks a free one at each start, "0" turns it off.
 	MetricsAddress string
+	// UploadProxyPort is the HTTPS port of CDI's upload proxy on
+	// --bind-address; 0 picks a free one at each start. CDIConfig
+	// config's status.uploadProxyURL names it either way.
+	UploadProxyPort int
 }
 
 // NewServerOptions returns the defaults.
@@ -92,6 +98,9 @@ func (o *ServerOptions) Validate() error {
 	}
 	if o.VirtAPIPort < 0 || o.VirtAPIPort > 65535 {
 		return fmt.Errorf("--virt-api-port %d: must be between 0 (any free port) and 65535", o.VirtAPIPort)
+	}
+	if o.UploadProxyPort < 0 || o.UploadProxyPort > 65535 {
+		return fmt.Errorf("--upload-proxy-port %d: must be between 0 (any free port) and 65535", o.UploadProxyPort)
 	}
 	if o.MetricsAddress != "0" {
 		if _, _, err := net.SplitHostPort(o.MetricsAddress); err != nil {
@@ -148,6 +157,7 @@ again on the same directory keeps every object.`,
 	f.BoolVar(&o.KubeProxy, "kube-proxy", o.KubeProxy, "run kube-proxy (nftables mode) so ClusterIP and NodePort Services reach the VMs on this machine; turn off when the machine runs a kube-proxy already")
 	f.IntVar(&o.VirtAPIPort, "virt-api-port", o.VirtAPIPort, "loopback port of virt-api's admission webhooks; 0 picks a free port at each start")
 	f.StringVar(&o.MetricsAddress, "metrics-address", o.MetricsAddress, "host:port serving /metrics (Prometheus) of virt-controller, virt-handler and virt-api; port 0 picks a free one at each start, 0 turns it off")
+	f.IntVar(&o.UploadProxyPort, "upload-proxy-port", o.UploadProxyPort, "HTTPS port of CDI's upload proxy (virtctl image-upload) on --bind-address; 0 picks a free port at each start, named by CDIConfig config's status.uploadProxyURL")
 	return cmd
 }
 
@@ -222,7 +232,7 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 		return err
 	}
 
-	components := make(chan error, 4)
+	components := make(chan error, 5)
 	run := func(name string, f func() error) {
 		go func() {
 			if err := f(); err != nil && ctx.Err() == nil {
@@ -232,6 +242,9 @@ func RunServer(ctx context.Context, o *ServerOptions, out io.Writer) error {
 	}
 	run("pod runtime", func() error { return rt.Run(ctx) })
 	run("hostpath provisioner", func() error { return hostpath.Run(ctx, cfg, hostPathOptions(o)) })
+	if err := startUploadProxy(ctx, cp, o, run); err != nil {
+		return err
+	}
 	metricsURL, err := serveMetrics(ctx, o.MetricsAddress, run)
 	if err != nil {
 		return err
@@ -335,4 +348,34 @@ func serveMetrics(ctx context.Context, addr string, run func(string, func() erro
 // the server's state.
 func hostPathOptions(o *ServerOptions) hostpath.Options {
 	return hostpath.Options{NodeName: o.NodeName, DefaultPoolPath: filepath.Join(o.DataDir, "hpvolumes")}
+}
+
+// startUploadProxy serves CDI's upload proxy on --bind-address and
+// --upload-proxy-port and publishes its URL in CDIConfig config.
+func startUploadProxy(ctx context.Context, cp *controlplane.ControlPlane, o *ServerOptions, run func(string, func() error)) error {
+	bind := net.ParseIP(o.BindAddress)
+	cert, key, err := cp.IssueCertificate("cdi-uploadproxy", "cdi-uploadproxy", true,
+		[]string{"localhost", "cdi-uploadproxy", o.NodeName}, []net.IP{net.IPv4(127, 0, 0, 1), bind, cp.NodeIP})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(o.BindAddress, strconv.Itoa(o.UploadProxyPort)))
+	if err != nil {
+		return fmt.Errorf("--upload-proxy-port: %w", err)
+	}
+	cfg := cp.RESTConfig()
+	if err := bootstrap.CDI(ctx, cfg, "https://"+ln.Addr().String()); err != nil {
+		ln.Close()
+		return fmt.Errorf("install CDI config: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	keys := uploadproxy.KeyReader{Reader: c, Namespace: bootstrap.KubeVirtNamespace}
+	srv := &uploadproxy.Server{Client: c, Key: keys.Key}
+	// Serve closes ln when ctx is done.
+	run("upload proxy", func() error { return uploadproxy.Serve(ctx, ln, cert, key, srv) })
+	return nil
 }

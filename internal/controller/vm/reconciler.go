@@ -159,6 +159,14 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, vm *virtv1.VirtualMach
 		o.strategy = strategy
 		vm.Status.StateChangeRequests = trimDoneRequests(vm.Status.StateChangeRequests, vmi)
 		d := decide(vm, vmi, strategy, o.now)
+		dataVolumesReady, err := r.reconcileDataVolumes(ctx, vm)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if d.action == startVMI && !dataVolumesReady {
+			// The VMI waits for its DataVolumes (status: Provisioning).
+			d, res.RequeueAfter = decision{action: noAction, why: "DataVolumes not ready"}, dataVolumePoll
+		}
 		if d.action == switchToAlways {
 			// A spec change: the next reconcile starts the VMI.
 			return ctrl.Result{}, r.switchToAlways(ctx, vm)

@@ -267,8 +267,8 @@ func cloudInitSecrets(v virtv1.Volume) ([]corev1.Volume, []corev1.VolumeMount) {
 	return volumes, mounts
 }
 
-// claimVolume is the pod volume and compute mount of a persistentVolumeClaim
-// or ephemeral VMI volume: the claim under the VMI volume's name, mounted at
+// claimVolume is the pod volume and compute mount of a persistentVolumeClaim,
+// dataVolume or ephemeral VMI volume: the claim under the VMI volume's name, mounted at
 // ClaimDisksDir/<name>. An ephemeral volume's claim is only read (the guest
 // writes into an overlay in the pod), so it is mounted read-only. Claims are
 // mounted as filesystems: block-mode claims (volumeDevices) are not done
@@ -281,6 +281,9 @@ func claimVolume(v virtv1.Volume) (corev1.Volume, corev1.VolumeMount, bool) {
 	case v.Ephemeral != nil && v.Ephemeral.PersistentVolumeClaim != nil:
 		src = *v.Ephemeral.PersistentVolumeClaim
 		src.ReadOnly = true
+	case v.DataVolume != nil:
+		// A DataVolume's claim has its name, as CDI makes it.
+		src = corev1.PersistentVolumeClaimVolumeSource{ClaimName: v.DataVolume.Name}
 	default:
 		return corev1.Volume{}, corev1.VolumeMount{}, false
 	}

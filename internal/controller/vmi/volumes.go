@@ -42,6 +42,8 @@ func claimOf(v virtv1.Volume) string {
 		return v.PersistentVolumeClaim.ClaimName
 	case v.Ephemeral != nil && v.Ephemeral.PersistentVolumeClaim != nil:
 		return v.Ephemeral.PersistentVolumeClaim.ClaimName
+	case v.DataVolume != nil:
+		return v.DataVolume.Name
 	}
 	return ""
 }

@@ -1,0 +1,89 @@
+package datavolume
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
+
+	"github.com/virtkube/virtkube/internal/cdi"
+)
+
+func dvWith(src *cdiv1.DataVolumeSource, storage string) *cdiv1.DataVolume {
+	dv := &cdiv1.DataVolume{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns", UID: "u"}, Spec: cdiv1.DataVolumeSpec{Source: src}}
+	if storage != "" {
+		dv.Spec.Storage = &cdiv1.StorageSpec{Resources: corev1.VolumeResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(storage)}}}
+	}
+	return dv
+}
+
+func TestSourceKind(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		src  *cdiv1.DataVolumeSource
+		want string
+		err  string
+	}{
+		{"blank", &cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, sourceBlank, ""},
+		{"http", &cdiv1.DataVolumeSource{HTTP: &cdiv1.DataVolumeSourceHTTP{URL: "http://x/d.img"}}, sourceHTTP, ""},
+		{"http without url", &cdiv1.DataVolumeSource{HTTP: &cdiv1.DataVolumeSourceHTTP{}}, "", "spec.source.http.url"},
+		{"http with secret", &cdiv1.DataVolumeSource{HTTP: &cdiv1.DataVolumeSourceHTTP{URL: "http://x", SecretRef: "s"}}, "", "spec.source.http"},
+		{"registry", &cdiv1.DataVolumeSource{Registry: &cdiv1.DataVolumeSourceRegistry{URL: ptr.To("docker://r/i")}}, sourceRegistry, ""},
+		{"pvc", &cdiv1.DataVolumeSource{PVC: &cdiv1.DataVolumeSourcePVC{Name: "src"}}, sourcePVC, ""},
+		{"upload", &cdiv1.DataVolumeSource{Upload: &cdiv1.DataVolumeSourceUpload{}}, sourceUpload, ""},
+		{"s3", &cdiv1.DataVolumeSource{S3: &cdiv1.DataVolumeSourceS3{URL: "s3://b/k"}}, "", "Unsupported value"},
+		{"two", &cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}, Upload: &cdiv1.DataVolumeSourceUpload{}}, "", "exactly one source"},
+		{"none", nil, "", "spec.source: Required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := sourceKind(dvWith(tc.src, "1Gi"))
+			if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("sourceKind = %q, %v; want %q, error containing %q", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestClaimFor(t *testing.T) {
+	dv := dvWith(&cdiv1.DataVolumeSource{Upload: &cdiv1.DataVolumeSourceUpload{}}, "64Mi")
+	dv.Spec.Storage.StorageClassName = ptr.To("hostpath-csi")
+	pvc, err := claimFor(dv, sourceUpload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pvc.Name != "d" || pvc.Namespace != "ns" || !metav1.IsControlledBy(pvc, dv) {
+		t.Errorf("claim %s/%s owners %v: want d/ns controlled by the DataVolume", pvc.Namespace, pvc.Name, pvc.OwnerReferences)
+	}
+	if _, ok := pvc.Annotations[cdi.AnnUploadRequest]; !ok {
+		t.Error("upload claim lacks the upload annotation")
+	}
+	if len(pvc.Spec.AccessModes) != 1 || pvc.Spec.AccessModes[0] != corev1.ReadWriteOnce || ptr.Deref(pvc.Spec.StorageClassName, "") != "hostpath-csi" {
+		t.Errorf("claim spec = %+v", pvc.Spec)
+	}
+	if size, _ := claimSize(pvc); size != 64<<20 {
+		t.Errorf("claim size %d, want 64Mi", size)
+	}
+
+	if _, err := claimFor(dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, ""), sourceBlank); err == nil || !strings.Contains(err.Error(), "spec.pvc") {
+		t.Errorf("no pvc/storage: err = %v, want one naming spec.pvc", err)
+	}
+	noSize := dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, "")
+	noSize.Spec.Storage = &cdiv1.StorageSpec{}
+	if _, err := claimFor(noSize, sourceBlank); err == nil || !strings.Contains(err.Error(), "spec.storage.resources.requests.storage") {
+		t.Errorf("no size: err = %v, want one naming spec.storage.resources.requests.storage", err)
+	}
+}
+
+func TestProgress(t *testing.T) {
+	if got := progress(45, 100); got != "45.00%" {
+		t.Errorf("progress(45, 100) = %q", got)
+	}
+	if got := progress(1, 0); got != "N/A" {
+		t.Errorf("progress(1, 0) = %q", got)
+	}
+}

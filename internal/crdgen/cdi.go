@@ -1,0 +1,97 @@
+package crdgen
+
+import (
+	"fmt"
+	"slices"
+
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-tools/pkg/crd"
+	crdmarkers "sigs.k8s.io/controller-tools/pkg/crd/markers"
+	"sigs.k8s.io/controller-tools/pkg/loader"
+	"sigs.k8s.io/controller-tools/pkg/markers"
+)
+
+// CDI's API packages in kubevirt.io/containerized-data-importer-api. Their
+// kubebuilder markers already say names, scope, short names and columns, so
+// unlike KubeVirt's kinds these CRDs are used as controller-tools makes them.
+const (
+	cdiCorePackage   = "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
+	cdiUploadPackage = "kubevirt.io/containerized-data-importer-api/pkg/apis/upload/v1beta1"
+)
+
+// CDIKinds are the CDI kinds virtkube serves: what manifests written for
+// CDI create (DataVolume, the CDI CR, CDIConfig) and what virtctl
+// image-upload asks for a token with (UploadTokenRequest).
+var CDIKinds = []schema.GroupKind{
+	{Group: "cdi.kubevirt.io", Kind: "CDI"},
+	{Group: "cdi.kubevirt.io", Kind: "CDIConfig"},
+	{Group: "cdi.kubevirt.io", Kind: "DataVolume"},
+	// CDI serves this one from an aggregated apiserver; here it is a CRD
+	// whose status virt-controller fills (see internal/uploadproxy).
+	{Group: "upload.cdi.kubevirt.io", Kind: "UploadTokenRequest"},
+}
+
+// GenerateCDI loads CDI's API from the module cache and returns one CRD per
+// entry of CDIKinds.
+func GenerateCDI() ([]apiextv1.CustomResourceDefinition, error) {
+	pkgs, err := loader.LoadRoots(cdiCorePackage, cdiUploadPackage)
+	if err != nil {
+		return nil, fmt.Errorf("load CDI API: %w", err)
+	}
+	parser, err := newParser(pkgs)
+	if err != nil {
+		return nil, err
+	}
+	noDescriptions := 1 << 20
+	var out []apiextv1.CustomResourceDefinition
+	for _, gk := range CDIKinds {
+		parser.NeedCRDFor(gk, &noDescriptions)
+		def, ok := parser.CustomResourceDefinitions[gk]
+		if !ok {
+			return nil, fmt.Errorf("no type for %s in the CDI API", gk)
+		}
+		crd.FixTopLevelMetadata(def)
+		def.Labels = map[string]string{"app.kubernetes.io/part-of": "virtkube"}
+		for i := range def.Spec.Versions {
+			v := &def.Spec.Versions[i]
+			v.Served, v.Storage = true, true
+			// The apiserver drops the status of a create when the status
+			// subresource is on, so a required status could never pass.
+			if v.Schema != nil && v.Schema.OpenAPIV3Schema != nil {
+				v.Schema.OpenAPIV3Schema.Required = slices.DeleteFunc(v.Schema.OpenAPIV3Schema.Required, func(f string) bool { return f == "status" })
+			}
+			// UploadTokenRequest has no markers; its status is written
+			// by a controller, so it gets the subresource too.
+			if v.Subresources == nil {
+				v.Subresources = &apiextv1.CustomResourceSubresources{Status: &apiextv1.CustomResourceSubresourceStatus{}}
+			}
+		}
+		def.Status = apiextv1.CustomResourceDefinitionStatus{}
+		out = append(out, def)
+	}
+	if err := packageErrors(pkgs); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// newParser is a controller-tools parser over pkgs, set up as for
+// KubeVirt's types.
+func newParser(pkgs []*loader.Package) (*crd.Parser, error) {
+	registry := &markers.Registry{}
+	if err := crdmarkers.Register(registry); err != nil {
+		return nil, fmt.Errorf("register markers: %w", err)
+	}
+	parser := &crd.Parser{
+		Collector:                  &markers.Collector{Registry: registry},
+		Checker:                    &loader.TypeChecker{},
+		AllowDangerousTypes:        true,
+		GenerateEmbeddedObjectMeta: true,
+	}
+	crd.AddKnownTypes(parser)
+	for _, pkg := range pkgs {
+		parser.NeedPackage(pkg)
+	}
+	return parser, nil
+}
