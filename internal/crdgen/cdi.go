@@ -76,17 +76,20 @@ func GenerateCDI() ([]apiextv1.CustomResourceDefinition, error) {
 	return out, nil
 }
 
-// newParser is a controller-tools parser over pkgs, set up as for
-// KubeVirt's types.
+// newParser is a controller-tools parser over pkgs, set up for KubeVirt's
+// and CDI's types.
 func newParser(pkgs []*loader.Package) (*crd.Parser, error) {
 	registry := &markers.Registry{}
 	if err := crdmarkers.Register(registry); err != nil {
 		return nil, fmt.Errorf("register markers: %w", err)
 	}
 	parser := &crd.Parser{
-		Collector:                  &markers.Collector{Registry: registry},
-		Checker:                    &loader.TypeChecker{},
-		AllowDangerousTypes:        true,
+		Collector: &markers.Collector{Registry: registry},
+		Checker:   &loader.TypeChecker{},
+		// KubeVirt's types use float64 in a few places (e.g. CPU ratios).
+		AllowDangerousTypes: true,
+		// Templates carry labels and annotations; without a schema for
+		// embedded ObjectMeta they would be pruned.
 		GenerateEmbeddedObjectMeta: true,
 	}
 	crd.AddKnownTypes(parser)

@@ -15,9 +15,7 @@ import (
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-tools/pkg/crd"
-	crdmarkers "sigs.k8s.io/controller-tools/pkg/crd/markers"
 	"sigs.k8s.io/controller-tools/pkg/loader"
-	"sigs.k8s.io/controller-tools/pkg/markers"
 	"sigs.k8s.io/yaml"
 )
 
@@ -124,22 +122,9 @@ func Generate() ([]apiextv1.CustomResourceDefinition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", corePackage, err)
 	}
-	registry := &markers.Registry{}
-	if err := crdmarkers.Register(registry); err != nil {
-		return nil, fmt.Errorf("register markers: %w", err)
-	}
-	parser := &crd.Parser{
-		Collector: &markers.Collector{Registry: registry},
-		Checker:   &loader.TypeChecker{},
-		// KubeVirt's types use float64 in a few places (e.g. CPU ratios).
-		AllowDangerousTypes: true,
-		// Templates carry labels and annotations; without a schema for
-		// embedded ObjectMeta they would be pruned.
-		GenerateEmbeddedObjectMeta: true,
-	}
-	crd.AddKnownTypes(parser)
-	for _, pkg := range pkgs {
-		parser.NeedPackage(pkg)
+	parser, err := newParser(pkgs)
+	if err != nil {
+		return nil, err
 	}
 
 	noDescriptions := 1 << 20
