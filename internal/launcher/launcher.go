@@ -52,6 +52,7 @@ type Launcher struct {
 	cfg    Config
 	conn   *libvirt.Libvirt
 	driver Driver
+	daemon *Daemon
 
 	mu       sync.Mutex
 	started  bool
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer conn.Disconnect()
 
 	l := &Launcher{
-		cfg: cfg, conn: conn,
+		cfg: cfg, conn: conn, daemon: daemon,
 		driver: NewDriver(conn, domain.Name(&virtv1.VirtualMachineInstance{
 			ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name}})),
 		status:   launcherrpc.DomainStatus{State: string(StateGone)},
@@ -264,6 +265,15 @@ func (l *Launcher) Sync(ctx context.Context, req *launcherrpc.SyncRequest) (*lau
 	}
 	l.broadcastLocked()
 	klog.FromContext(ctx).Info("domain started", "domain", d.Name, "paused", paused)
+	if l.daemon != nil {
+		// QEMU's capabilities are known now: the next launchers on this
+		// machine need not probe them.
+		go func() {
+			if err := l.daemon.ShareCapabilities(); err != nil {
+				klog.FromContext(ctx).Error(err, "share QEMU capabilities")
+			}
+		}()
+	}
 	return &launcherrpc.Empty{}, nil
 }
 

@@ -42,6 +42,10 @@ type DaemonOptions struct {
 	PrivateDirs bool
 	// Binary is the daemon to run; empty means libvirtd from PATH.
 	Binary string
+	// CapabilitiesCache, when set, is a directory the launchers of one
+	// machine share for libvirt's QEMU capabilities cache (see
+	// capabilities.go).
+	CapabilitiesCache string
 	// Stderr receives the daemon's log.
 	Stderr *os.File
 }
@@ -98,6 +102,11 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 		return nil, err
 	}
 	_ = os.Remove(filepath.Join(sockDir, "libvirt-sock"))
+	if opts.CapabilitiesCache != "" {
+		if err := seedCapabilities(opts.CapabilitiesCache, opts.Dir); err != nil {
+			return nil, fmt.Errorf("QEMU capabilities cache: %w", err)
+		}
+	}
 
 	args := []string{"-f", filepath.Join(etc, "libvirtd.conf"), "-p", filepath.Join(opts.Dir, "run", "libvirtd.pid")}
 	var cmd *exec.Cmd
@@ -166,6 +175,15 @@ func (d *Daemon) Connect() (*libvirt.Libvirt, error) {
 
 // Exited is closed when the daemon has ended.
 func (d *Daemon) Exited() <-chan struct{} { return d.exited }
+
+// ShareCapabilities hands what the daemon learnt of QEMU to the launchers
+// that start after this one; a no-op without a shared cache.
+func (d *Daemon) ShareCapabilities() error {
+	if d.opts.CapabilitiesCache == "" {
+		return nil
+	}
+	return shareCapabilities(d.opts.CapabilitiesCache, d.opts.Dir)
+}
 
 // Stop ends the daemon: SIGTERM, then SIGKILL after five seconds.
 func (d *Daemon) Stop() {

@@ -526,7 +526,7 @@ func (w *podWorker) startContainer(pod *corev1.Pod, c *container) {
 	var argv []string
 	var err error
 	if c.launcher {
-		argv, err = launcherArgv(c.spec, w.r.cfg.Binary)
+		argv, err = launcherArgv(c.spec, w.r.cfg.Binary, filepath.Join(w.r.cfg.KubeletRoot, "qemu-capabilities"))
 	} else {
 		argv, err = w.imageArgv(pod, c.spec)
 	}
@@ -592,8 +592,10 @@ func (w *podWorker) startContainer(pod *corev1.Pod, c *container) {
 // virtkube binary: the image's /usr/bin is the directory of the virtkube
 // binary, where the programs virtkube is not are installed next to it
 // (container-disk); the others are virtkube's subcommands. virt-launcher
-// gets --private-libvirt: launchers share this machine's filesystem.
-func launcherArgv(spec *corev1.Container, binary string) ([]string, error) {
+// gets --private-libvirt (launchers share this machine's filesystem) and,
+// when capsCache is set, --qemu-capabilities-cache: the node's launchers
+// share libvirt's probe of QEMU.
+func launcherArgv(spec *corev1.Container, binary, capsCache string) ([]string, error) {
 	cmd := append(append([]string{}, spec.Command...), spec.Args...)
 	if len(spec.Command) == 0 {
 		return nil, fmt.Errorf("container %s: a launcher container needs a command (the image's binary, e.g. /usr/bin/virt-launcher)", spec.Name)
@@ -604,6 +606,9 @@ func launcherArgv(spec *corev1.Container, binary string) ([]string, error) {
 	argv := append([]string{binary, path.Base(cmd[0])}, cmd[1:]...)
 	if argv[1] == "virt-launcher" && !slices.Contains(argv, "--private-libvirt") {
 		argv = append(argv, "--private-libvirt")
+	}
+	if argv[1] == "virt-launcher" && capsCache != "" && !slices.ContainsFunc(argv, func(a string) bool { return strings.HasPrefix(a, "--qemu-capabilities-cache") }) {
+		argv = append(argv, "--qemu-capabilities-cache="+capsCache)
 	}
 	return argv, nil
 }

@@ -39,7 +39,7 @@ func TestLauncherArgvSubcommands(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := launcherArgv(&tt.c, "/bin/virtkube")
+			got, err := launcherArgv(&tt.c, "/bin/virtkube", "")
 			if (err != nil) != tt.bad || !slices.Equal(got, tt.want) {
 				t.Errorf("launcherArgv = %q, %v; want %q", got, err, tt.want)
 			}
@@ -172,12 +172,12 @@ func TestLauncherArgv(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := launcherPod()
-	got, err := launcherArgv(&pod.Spec.InitContainers[0], virtkube)
+	got, err := launcherArgv(&pod.Spec.InitContainers[0], virtkube, "/kr/qemu-capabilities")
 	if want := []string{filepath.Join(bin, "container-disk"), "--copy-to", "/var/run/virtkube/bin/container-disk"}; err != nil || !slices.Equal(got, want) {
 		t.Errorf("init container argv = %v, %v; want %v", got, err, want)
 	}
-	got, err = launcherArgv(&pod.Spec.Containers[0], virtkube)
-	if want := []string{virtkube, "virt-launcher", "--private-libvirt"}; err != nil || !slices.Equal(got, want) {
+	got, err = launcherArgv(&pod.Spec.Containers[0], virtkube, "/kr/qemu-capabilities")
+	if want := []string{virtkube, "virt-launcher", "--private-libvirt", "--qemu-capabilities-cache=/kr/qemu-capabilities"}; err != nil || !slices.Equal(got, want) {
 		t.Errorf("compute argv = %v, %v; want %v", got, err, want)
 	}
 }

@@ -31,6 +31,7 @@ type Options struct {
 	SecretsDir           string
 	LibvirtDir           string
 	PrivateLibvirt       bool
+	CapabilitiesCache    string
 }
 
 // Validate names the first missing or bad flag.
@@ -70,7 +71,7 @@ func NewCommand() *cobra.Command {
 				GracePeriod: time.Duration(o.GracePeriodSeconds) * time.Second,
 				SocketsDir:  o.SocketsDir,
 				Disks:       storage.Dirs{ContainerDisks: o.ContainerDisksDir, Ephemeral: o.EphemeralDir, Secrets: o.SecretsDir},
-				Libvirt:     launcher.DaemonOptions{Dir: o.LibvirtDir, PrivateDirs: o.PrivateLibvirt, Stderr: os.Stderr},
+				Libvirt:     launcher.DaemonOptions{Dir: o.LibvirtDir, PrivateDirs: o.PrivateLibvirt, CapabilitiesCache: o.CapabilitiesCache, Stderr: os.Stderr},
 			}
 			if _, err := os.Stat(ovmfCode); err == nil {
 				cfg.EFIFirmware = ovmfCode
@@ -93,6 +94,7 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.SecretsDir, "secrets-dir", o.SecretsDir, "where the Secrets of the cloud-init volume are mounted (<volume>/userdata, <volume>/networkdata)")
 	f.StringVar(&o.EphemeralDir, "ephemeral-dir", o.EphemeralDir, "where overlays, empty disks and cloud-init ISOs are made")
 	f.StringVar(&o.LibvirtDir, "libvirt-dir", o.LibvirtDir, "state, configuration and socket of the launcher's libvirt daemon")
+	f.StringVar(&o.CapabilitiesCache, "qemu-capabilities-cache", o.CapabilitiesCache, "a directory the launchers of this machine share for libvirt's QEMU capabilities cache, so only the first one probes QEMU (empty: none)")
 	f.BoolVar(&o.PrivateLibvirt, "private-libvirt", o.PrivateLibvirt, "give libvirtd a mount namespace with private /etc, /run, /var/lib, /var/log and /var/cache libvirt dirs (for runtimes that share the host's filesystem)")
 	return cmd
 }
