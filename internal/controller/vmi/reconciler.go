@@ -216,9 +216,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, before, vmi *virtv1.Virtua
 		base = &virtv1.VirtualMachineInstance{}
 		vmi.ObjectMeta.DeepCopyInto(&base.ObjectMeta)
 	}
-	// Optimistic locking: virt-handler writes this status too.
+	// Optimistic locking: virt-handler writes this status too. A conflict
+	// means a newer VMI is on its way through the watch, which brings this
+	// VMI back; an error would only add back-off.
 	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
-	if err := r.Client.Status().Patch(ctx, vmi, patch); err != nil && !apierrors.IsNotFound(err) {
+	err := r.Client.Status().Patch(ctx, vmi, patch)
+	switch {
+	case apierrors.IsConflict(err):
+		klog.FromContext(ctx).V(2).Info("status changed meanwhile; waiting for the newer VMI")
+	case err != nil && !apierrors.IsNotFound(err):
 		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
