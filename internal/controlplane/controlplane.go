@@ -136,6 +136,10 @@ func New(cfg Config) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
+	// In-process components talk to an apiserver in the same process:
+	// client-go's default of 5 requests/s (burst 10) made a burst of ten
+	// VMIs wait seconds for their status writes.
+	cp.restConfig.QPS, cp.restConfig.Burst = inProcessQPS, inProcessBurst
 	return cp, nil
 }
 
@@ -328,6 +332,12 @@ func (cp *ControlPlane) CAFile() string { return cp.ca.CertFile }
 func (cp *ControlPlane) IssueCertificate(name, commonName string, server bool, dnsNames []string, ips []net.IP) (certFile, keyFile string, err error) {
 	return cp.ca.issue(cp.cfg.pkiDir(), leaf{Name: name, CommonName: commonName, Server: server, Client: !server, DNSNames: dnsNames, IPs: ips})
 }
+
+// Client rate limits of the in-process components.
+const (
+	inProcessQPS   = 200
+	inProcessBurst = 400
+)
 
 // RESTConfig is an admin client configuration for in-process users.
 func (cp *ControlPlane) RESTConfig() *rest.Config { return rest.CopyConfig(cp.restConfig) }
