@@ -39,6 +39,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtkube/virtkube/internal/unixpeer"
 )
 
 // DefaultDiskDir is where a containerDisk image keeps its disk.
@@ -259,21 +261,11 @@ func dialOnce(ctx context.Context, socket string, hold bool) (_ string, _ net.Co
 			conn.Close()
 		}
 	}()
-	raw, err := conn.(*net.UnixConn).SyscallConn()
+	pid, err := unixpeer.PID(conn)
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("peer of %s: %w", socket, err)
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return "", nil, err
-	}
-	if credErr != nil {
-		return "", nil, fmt.Errorf("peer of %s: %w", socket, credErr)
-	}
-	if cred.Pid <= 0 {
+	if pid <= 0 {
 		return "", nil, fmt.Errorf("peer of %s is in another pid namespace: the pod must share its process namespace", socket)
 	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
@@ -292,7 +284,7 @@ func dialOnce(ctx context.Context, socket string, hold bool) (_ string, _ net.Co
 	if !path.IsAbs(a.Path) {
 		return "", nil, fmt.Errorf("%s answered %q: not an absolute path", socket, a.Path)
 	}
-	p := filepath.Join("/proc", strconv.Itoa(int(cred.Pid)), "root", a.Path)
+	p := filepath.Join("/proc", strconv.Itoa(pid), "root", a.Path)
 	if _, err := os.Stat(p); err != nil {
 		return "", nil, fmt.Errorf("disk of the containerDisk behind %s: %w", socket, err)
 	}

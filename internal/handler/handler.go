@@ -17,8 +17,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -118,14 +116,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 	before := v.DeepCopy()
 	defer func() {
-		if equality.Semantic.DeepEqual(before.Status, v.Status) {
-			return
-		}
-		// A conflict means a newer VMI comes through the watch and
-		// brings this one back (the launcher's Sync is idempotent).
-		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-		if err := r.Client.Status().Patch(ctx, v, patch); err != nil && !apierrors.IsConflict(err) {
-			retErr = errors.Join(retErr, fmt.Errorf("write status: %w", err))
+		// After a conflict the newer VMI brings this one back (the
+		// launcher's Sync is idempotent).
+		if err := vmistatus.Write(ctx, r.Client, before, v); err != nil {
+			retErr = errors.Join(retErr, err)
 		}
 	}()
 

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"syscall"
 
-	"golang.org/x/sys/unix"
 	virtv1 "kubevirt.io/api/core/v1"
 
 	"github.com/virtkube/virtkube/internal/launcherrpc"
 	"github.com/virtkube/virtkube/internal/network"
+	"github.com/virtkube/virtkube/internal/unixpeer"
 )
 
 // ReasonNetworkSetupFailed is the VMI's failure reason when phase 1 of its
@@ -80,28 +79,14 @@ func launcherNetns(ctx context.Context, socket string) (string, error) {
 		return "", fmt.Errorf("launcher socket: %w", err)
 	}
 	defer conn.Close()
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		return "", errors.New("launcher socket: not a unix connection")
-	}
-	raw, err := uc.SyscallConn()
+	pid, err := unixpeer.PID(conn)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("launcher's pid: %w", err)
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return "", err
-	}
-	if credErr != nil {
-		return "", fmt.Errorf("launcher's pid: %w", credErr)
-	}
-	if cred.Pid <= 0 {
+	if pid <= 0 {
 		return "", errors.New("the launcher is in a pid namespace virt-handler cannot see (run virt-handler with hostPID)")
 	}
-	path := filepath.Join("/proc", strconv.Itoa(int(cred.Pid)), "ns", "net")
+	path := filepath.Join("/proc", strconv.Itoa(pid), "ns", "net")
 	same, err := sameFile(path, "/proc/self/ns/net")
 	if err != nil {
 		return "", err

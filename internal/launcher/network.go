@@ -31,6 +31,11 @@ func (l *Launcher) plugNetwork(ctx context.Context, vmi *virtv1.VirtualMachineIn
 		}
 	}
 	backends := map[string]domain.InterfaceBackend{}
+	dns, search := readResolvConf(resolvConf)
+	hostname := vmi.Spec.Hostname
+	if hostname == "" {
+		hostname = vmi.Name
+	}
 	for _, iface := range vmi.Spec.Domain.Devices.Interfaces {
 		if !pod[iface.Name] {
 			continue
@@ -38,11 +43,6 @@ func (l *Launcher) plugNetwork(ctx context.Context, vmi *virtv1.VirtualMachineIn
 		c, err := network.ReadConfig(network.CacheDir(l.cfg.SocketsDir), iface.Name)
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: phase 1 result: %w", iface.Name, err)
-		}
-		dns, search := readResolvConf(resolvConf)
-		hostname := vmi.Spec.Hostname
-		if hostname == "" {
-			hostname = vmi.Name
 		}
 		lease, err := c.Lease(dns, search, hostname)
 		if err != nil {

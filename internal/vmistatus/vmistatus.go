@@ -4,9 +4,16 @@
 package vmistatus
 
 import (
+	"context"
+	"fmt"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 	virtv1 "kubevirt.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/conditions"
 )
@@ -34,4 +41,29 @@ func vmiCondition(c *virtv1.VirtualMachineInstanceCondition) (conditions.Fields,
 // Condition builds a condition observed now.
 func Condition(t virtv1.VirtualMachineInstanceConditionType, s corev1.ConditionStatus, reason, msg string, now metav1.Time) virtv1.VirtualMachineInstanceCondition {
 	return virtv1.VirtualMachineInstanceCondition{Type: t, Status: s, Reason: reason, Message: msg, LastProbeTime: now, LastTransitionTime: now}
+}
+
+// Write patches vmi's status when it differs from before's (before nil:
+// always), with optimistic locking, since virt-controller and virt-handler
+// both write it. A conflict means a newer VMI is on its way through the
+// writer's watch, which brings the VMI back to it, and a VMI that is gone
+// needs no status: neither is an error (an error would only add back-off).
+func Write(ctx context.Context, c client.Client, before, vmi *virtv1.VirtualMachineInstance) error {
+	if before != nil && equality.Semantic.DeepEqual(before.Status, vmi.Status) {
+		return nil
+	}
+	base := before
+	if base == nil {
+		base = &virtv1.VirtualMachineInstance{}
+		vmi.ObjectMeta.DeepCopyInto(&base.ObjectMeta)
+	}
+	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
+	err := c.Status().Patch(ctx, vmi, patch)
+	switch {
+	case apierrors.IsConflict(err):
+		klog.FromContext(ctx).V(2).Info("status changed meanwhile; waiting for the newer VMI")
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/virtkube/virtkube/test/framework"
 )
 
 // findServer returns the pid of the `virtkube server` whose --data-dir
@@ -75,11 +76,11 @@ type server struct {
 // "bin/virtkube server --kube-proxy=false") on dataDir with free API and
 // console ports and returns once it is ready.
 func startServer(ctx context.Context, command []string, dataDir string, logTo io.Writer) (*server, error) {
-	api, err := freePort()
+	api, err := framework.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	console, err := freePort()
+	console, err := framework.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -138,13 +139,4 @@ func (s *server) stop() error {
 		return fmt.Errorf("virtkube reset: %w: %s", err, out)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -75,7 +74,10 @@ spec:
 				out, errOut, err := portForwardStdio(ctx, t, s, target, "80", "GET / HTTP/1.0\r\n\r\n")
 				return strings.Contains(out, guestPage), fmt.Sprintf("--stdio: %v\nstdout: %q\nstderr: %s", err, out, errOut)
 			})
-			port := freePort(t)
+			port, err := framework.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
 			stop := portForwardLocal(t, s, target, strconv.Itoa(port)+":80")
 			defer stop()
 			httpc := &http.Client{Timeout: 10 * time.Second}
@@ -167,15 +169,4 @@ func portForwardLocal(t *testing.T, s *framework.Server, target, ports string) f
 			t.Logf("virtctl port-forward %s %s:\n%s", target, ports, stderr.String())
 		}
 	}
-}
-
-// freePort is a TCP port on loopback that nothing listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

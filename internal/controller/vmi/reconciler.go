@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -64,7 +63,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 	before := vmi.DeepCopy()
 	defer func() {
-		if err := r.writeStatus(ctx, before, vmi); err != nil {
+		if err := vmistatus.Write(ctx, r.Client, before, vmi); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
 	}()
@@ -149,7 +148,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, vmi *virtv1.VirtualMac
 		now := r.Now()
 		apply(&vmi.Status, observation{Phase: virtv1.Succeeded, NodeName: vmi.Status.NodeName, Reason: vmi.Status.Reason}, now)
 		// Status first: the object may vanish with the finalizer.
-		if err := r.writeStatus(ctx, nil, vmi); err != nil {
+		if err := vmistatus.Write(ctx, r.Client, nil, vmi); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -202,30 +201,6 @@ func (r *Reconciler) deletePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if err := r.Client.Delete(ctx, pod); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete launcher pod: %w", err)
-	}
-	return nil
-}
-
-// writeStatus patches the status when it changed since before (nil: always).
-func (r *Reconciler) writeStatus(ctx context.Context, before, vmi *virtv1.VirtualMachineInstance) error {
-	if before != nil && equality.Semantic.DeepEqual(before.Status, vmi.Status) {
-		return nil
-	}
-	base := before
-	if base == nil {
-		base = &virtv1.VirtualMachineInstance{}
-		vmi.ObjectMeta.DeepCopyInto(&base.ObjectMeta)
-	}
-	// Optimistic locking: virt-handler writes this status too. A conflict
-	// means a newer VMI is on its way through the watch, which brings this
-	// VMI back; an error would only add back-off.
-	patch := client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
-	err := r.Client.Status().Patch(ctx, vmi, patch)
-	switch {
-	case apierrors.IsConflict(err):
-		klog.FromContext(ctx).V(2).Info("status changed meanwhile; waiting for the newer VMI")
-	case err != nil && !apierrors.IsNotFound(err):
-		return fmt.Errorf("write status: %w", err)
 	}
 	return nil
 }
