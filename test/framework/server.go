@@ -120,10 +120,27 @@ func NewServer(dataDir string, extraArgs ...string) (*Server, error) {
 		APIPort:     port,
 		ConsolePort: consolePort,
 		Kubeconfig:  filepath.Join(dataDir, "kubeconfig"),
-		Args:        extraArgs,
+		Args:        append(isolatedNetworkArgs(), extraArgs...),
 		bin:         bin,
 		logPath:     filepath.Join(dataDir, "virtkube.log"),
 	}, nil
+}
+
+// isolatedNetworkArgs gives every server of this test process its own bridge
+// and pod range when $VIRTKUBE_TEST_NETWORK is a number from 1 to 99, so
+// two suites can run on one machine at once without sharing virtkube0 (and
+// without two kube-proxies owning the same nftables table: kube-proxy is off
+// then). Unset, servers use the defaults a user gets.
+func isolatedNetworkArgs() []string {
+	v := os.Getenv("VIRTKUBE_TEST_NETWORK")
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 99 {
+		panic(fmt.Sprintf("VIRTKUBE_TEST_NETWORK=%q: want a number from 1 to 99", v))
+	}
+	return []string{"--bridge", fmt.Sprintf("vktest%d", n), "--pod-cidr", fmt.Sprintf("10.244.%d.0/24", 100+n), "--kube-proxy=false"}
 }
 
 // Start runs the server and returns once it prints its ready line.
