@@ -1,4 +1,4 @@
-# virtkube build. `make build` puts the binaries in bin/.
+# virtkube build. `make build` puts the binaries in $(BIN), bin/ unless told.
 
 KUBE_VERSION := v1.37.2
 VERSION      ?= v0.1.0-dev
@@ -17,23 +17,26 @@ LDFLAGS := -s -w \
 	-X github.com/virtkube/virtkube/internal/version.GitTreeState=$(GIT_TREE_STATE) \
 	-X github.com/virtkube/virtkube/internal/version.BuildDate=$(BUILD_DATE)
 
+# Where `make build` puts the binaries (`make build BIN=/tmp/x` for a private copy).
+BIN ?= bin
+
 # Names virtkube answers to when called through a link (see cmd/virtkube).
 LINKS := kubectl virt-api virt-controller virt-handler virt-launcher
 
 .PHONY: build generate test clean
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/virtkube ./cmd/virtkube
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/virtctl ./cmd/virtctl
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/container-disk ./cmd/container-disk
-	@for l in $(LINKS); do ln -sf virtkube bin/$$l; done
-	@ln -sf virtctl bin/kubectl-virt
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/virtkube ./cmd/virtkube
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/virtctl ./cmd/virtctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/container-disk ./cmd/container-disk
+	@for l in $(LINKS); do ln -sf virtkube $(BIN)/$$l; done
+	@ln -sf virtctl $(BIN)/kubectl-virt
 
 generate:
 	$(GO) run ./hack/crdgen -out deploy/crds
 
 # The whole suite; end-to-end tests use the binaries from `make build`.
 test: build
-	VIRTKUBE_BIN=$(CURDIR)/bin/virtkube $(GO) test -timeout 45m ./...
+	VIRTKUBE_BIN=$(abspath $(BIN))/virtkube $(GO) test -timeout 45m ./...
 
 clean:
-	rm -rf bin
+	rm -rf $(BIN)
