@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Builds the virtkube test guest from Debian packages: a small raw BIOS disk
 # image (MBR + one FAT partition with SYSLINUX, Debian's cloud kernel and a
-# busybox-static initramfs whose /init is hack/test-guest/init).
+# busybox-static initramfs whose /init is hack/test-guest/init), and the same
+# kernel and initramfs on a bootable CD (ISO9660 with ISOLINUX, El Torito).
 #
 #   hack/test-guest/build.sh OUT_DIR
 #
-# Writes OUT_DIR/disk.img (raw), OUT_DIR/disk.qcow2, and, for direct kernel
-# boot, OUT_DIR/vmlinuz and OUT_DIR/initrd.img. Run as root on Debian 12; safe
-# to run again. hack/test-guest/verify.sh boots the result and checks it.
+# Writes OUT_DIR/disk.img (raw), OUT_DIR/disk.qcow2, OUT_DIR/disk.iso, and,
+# for direct kernel boot, OUT_DIR/vmlinuz and OUT_DIR/initrd.img. Run as root
+# on Debian 12; safe to run again. hack/test-guest/verify.sh boots the results
+# and checks them.
+#
+# The bootloaders load the kernel and initramfs through the BIOS, so the CD
+# boots even from a bus the cloud kernel has no driver for (a SATA CD-ROM on
+# q35); the guest then runs from its initramfs alone. Each bootloader adds
+# virtkube.boot=disk or virtkube.boot=iso to the kernel command line, and /init
+# prints it as "BOOTED-FROM disk" or "BOOTED-FROM iso".
 set -euo pipefail
 
 # Host tools, installed with apt-get when missing.
-HOST_PACKAGES=(syslinux syslinux-common mtools dosfstools fdisk cpio gzip qemu-utils)
+HOST_PACKAGES=(syslinux syslinux-common isolinux xorriso mtools dosfstools fdisk cpio gzip qemu-utils)
 # Guest contents: fetched with `apt-get download` and unpacked into a scratch
 # dir, never installed on the host (a kernel package would run initramfs hooks
 # there, and busybox-static conflicts with busybox).
@@ -24,6 +32,7 @@ BUSYBOX_PACKAGE="busybox-static"
 GUEST_MODULES=(virtio_pci virtio_blk virtio_net virtio_scsi sd_mod sr_mod cdrom isofs button evdev)
 KERNEL_CMDLINE="console=ttyS0 quiet loglevel=4"
 DISK_MIB=32 # whole image; the FAT partition starts at 1 MiB
+ISO_VOLUME_ID=VIRTKUBE-TEST-GUEST
 
 if [ $# -ne 1 ]; then
 	echo "usage: $0 OUT_DIR" >&2
@@ -133,7 +142,7 @@ TIMEOUT 0
 LABEL virtkube
   LINUX /vmlinuz
   INITRD /initrd.img
-  APPEND $KERNEL_CMDLINE
+  APPEND $KERNEL_CMDLINE virtkube.boot=disk
 EOF
 export MTOOLS_SKIP_CHECK=1
 mcopy -i "$tmp/fat.img" "$vmlinuz" ::vmlinuz
@@ -149,14 +158,42 @@ dd if=/usr/lib/syslinux/mbr/mbr.bin of="$tmp/disk.img" bs=440 count=1 conv=notru
 dd if="$tmp/fat.img" of="$tmp/disk.img" bs=1M seek=1 conv=notrunc status=none
 qemu-img convert -f raw -O qcow2 "$tmp/disk.img" "$tmp/disk.qcow2"
 
+# The CD: ISOLINUX (isolinux.bin from Debian's isolinux, its ldlinux.c32 from
+# syslinux-common) as a no-emulation El Torito boot image. -boot-load-size 4
+# is the 2 KiB the BIOS loads; -boot-info-table patches the CD's layout into
+# isolinux.bin, which it needs to find the rest of itself.
+iso_started=$(date +%s%N)
+iso=$tmp/iso
+mkdir -p "$iso/isolinux"
+cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$iso/isolinux/"
+cat >"$iso/isolinux/isolinux.cfg" <<EOF
+SERIAL 0 115200
+DEFAULT virtkube
+PROMPT 0
+TIMEOUT 0
+LABEL virtkube
+  LINUX /vmlinuz
+  INITRD /initrd.img
+  APPEND $KERNEL_CMDLINE virtkube.boot=iso
+EOF
+cp "$vmlinuz" "$iso/vmlinuz"
+cp "$tmp/initrd.img" "$iso/initrd.img"
+# xorriso prints its banner on stderr even with -quiet: show it on failure only.
+xorriso -as mkisofs -quiet -o "$tmp/disk.iso" -V "$ISO_VOLUME_ID" -r -J \
+	-b isolinux/isolinux.bin -c isolinux/boot.cat \
+	-no-emul-boot -boot-load-size 4 -boot-info-table "$iso" 2>"$tmp/xorriso.err" ||
+	{ cat "$tmp/xorriso.err" >&2; exit 1; }
+iso_ms=$((($(date +%s%N) - iso_started) / 1000000))
+
 mkdir -p "$out"
-for f in disk.img disk.qcow2 initrd.img; do
+for f in disk.img disk.qcow2 disk.iso initrd.img; do
 	mv -f "$tmp/$f" "$out/$f"
 done
 cp -f "$vmlinuz" "$out/vmlinuz"
 echo "test guest built from $kpkg $(dpkg-deb -f "$tmp/debs/$kpkg"_*.deb Version)" \
 	"and $BUSYBOX_PACKAGE $(dpkg-deb -f "$tmp/debs/$BUSYBOX_PACKAGE"_*.deb Version):"
-for f in disk.img disk.qcow2 vmlinuz initrd.img; do
+for f in disk.img disk.qcow2 disk.iso vmlinuz initrd.img; do
 	printf '  %s (%s bytes)\n' "$out/$f" "$(stat -c %s "$out/$f")"
 done
-echo "  kernel command line: $KERNEL_CMDLINE"
+echo "  kernel command line: $KERNEL_CMDLINE virtkube.boot=disk|iso"
+echo "  disk.iso made in $iso_ms ms"

@@ -12,6 +12,10 @@
 #   virtio-scsi CD-ROM, a NIC on a network without DHCP server: udhcpc keeps
 #   trying in the background.
 # Boot 3: OUT_DIR/vmlinuz + initrd.img by direct kernel boot, no disks, no NIC.
+# Boot 4: OUT_DIR/disk.iso as a SATA CD-ROM (bootindex 2) behind an empty
+#   sparse virtio disk (bootindex 1), an e1000 NIC: SeaBIOS finds no boot
+#   sector on the disk, boots the CD's ISOLINUX, and the guest runs from its
+#   initramfs (the cloud kernel has no SATA or e1000 driver).
 #
 # BOOT_TIMEOUT (default 120 s) bounds each wait for the ready marker,
 # STEP_TIMEOUT (default 60 s) each later wait. Waits poll the serial log.
@@ -26,7 +30,7 @@ if [ $# -ne 1 ]; then
 	exit 2
 fi
 out=$(cd "$1" && pwd)
-for f in disk.img disk.qcow2 vmlinuz initrd.img; do
+for f in disk.img disk.qcow2 disk.iso vmlinuz initrd.img; do
 	[ -f "$out/$f" ] || { echo "verify: $out/$f is missing; run build.sh first" >&2; exit 1; }
 done
 
@@ -154,6 +158,7 @@ boot nocloud \
 	-drive "file=$tmp/nocloud.iso,if=virtio,format=raw,readonly=on" \
 	-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:80" -device virtio-net-pci,netdev=n0
 wait_ready nocloud
+expect_line 'BOOTED-FROM disk'
 wait_line 'BLOCKDEV vdb [0-9]+' "$STEP_TIMEOUT"
 expect_line 'CLOUD-INIT nocloud /dev/vdb'
 expect_user_data "$tmp/nocloud/user-data"
@@ -216,6 +221,32 @@ expect_line NO-CLOUD-INIT
 console_has 'BLOCKDEV .*' && fail "block devices listed with no disk attached"
 ok "console: no BLOCKDEV lines"
 ok "console: NO-NETWORK"
+console_has 'BOOTED-FROM .*' && fail "BOOTED-FROM printed for a direct kernel boot"
+ok "console: no BOOTED-FROM line"
+powerdown
+
+# --- Boot 4: the CD on SATA behind an empty disk, as the seed's win10 VM -------
+truncate -s 50G "$tmp/empty.img"
+boot iso \
+	-smp 2 \
+	-drive "file=$tmp/empty.img,if=none,id=hd0,format=raw" \
+	-device virtio-blk-pci,drive=hd0,bootindex=1 \
+	-drive "file=$out/disk.iso,if=none,id=cd0,format=raw,readonly=on,media=cdrom" \
+	-device ide-cd,bus=ide.0,drive=cd0,bootindex=2 \
+	-netdev hubport,id=n0,hubid=0 -device e1000,netdev=n0
+wait_ready iso
+expect_line 'BOOTED-FROM iso'
+console_has 'ISOLINUX .*' || fail "no ISOLINUX banner on the console"
+ok "console: ISOLINUX banner"
+wait_line NO-NETWORK "$STEP_TIMEOUT"
+expect_line "BLOCKDEV vda $(stat -c %s "$tmp/empty.img")"
+console_has 'BLOCKDEV s[dr].*' && fail "a SATA device is listed, but the cloud kernel has no SATA driver"
+ok "console: only the empty virtio disk is listed"
+wait_prompt
+# shellcheck disable=SC2016 # expanded by the guest's shell
+printf 'echo ISO-SHELL-$((6 * 7))\n' >&3
+wait_line ISO-SHELL-42 "$STEP_TIMEOUT"
+ok "serial console shell runs commands"
 powerdown
 
 echo "verify: all checks passed"
