@@ -113,6 +113,9 @@ func configureDisks(v *virtv1.VirtualMachineInstance, c *Context, d *libvirtxml.
 		if disk.Cache != "" {
 			out.Driver.Cache = string(disk.Cache)
 		}
+		if src.Block {
+			blockDriver(out.Driver)
+		}
 		if disk.BootOrder != nil {
 			if *disk.BootOrder < 1 {
 				return field.Invalid(path.Child("bootOrder"), *disk.BootOrder, "must be 1 or greater")
@@ -126,6 +129,19 @@ func configureDisks(v *virtv1.VirtualMachineInstance, c *Context, d *libvirtxml.
 			Type: "scsi", Index: ptrUint(0), Model: "virtio-scsi"})
 	}
 	return nil
+}
+
+// blockDriver sets the I/O of a disk on a block device as KubeVirt's
+// default: without the host's page cache (cache none, unless the VMI asks
+// for a mode) and, with the cache off, native AIO. Block devices take the
+// O_DIRECT that cache none means, so no probe is needed.
+func blockDriver(drv *libvirtxml.DomainDiskDriver) {
+	if drv.Cache == "" {
+		drv.Cache = string(virtv1.CacheNone)
+	}
+	if drv.Cache == string(virtv1.CacheNone) {
+		drv.IO = string(virtv1.IONative)
+	}
 }
 
 func busField(disk virtv1.Disk) string {

@@ -7,16 +7,19 @@
 //
 // The runtime watches the pods whose spec.nodeName is its node. A pod gets
 // its emptyDir, secret and persistentVolumeClaim volumes (a bound claim's
-// hostPath or local volume of this node, in Filesystem mode; see
-// claimDir), a network namespace and an address, then its init
-// containers, one after the other, each to its end, then its containers:
+// hostPath or local volume of this node: a directory in Filesystem mode, a
+// block device in Block mode; see claimSource), a network namespace and an
+// address, then its init containers, one after the other, each to its end,
+// then its containers:
 //
 //   - a container whose image starts with the launcher image prefix runs its
 //     command from the virtkube binary's directory (/usr/bin/virt-launcher
 //     becomes `virtkube virt-launcher … --private-libvirt`;
 //     /usr/bin/container-disk, a program of its own, is bin/container-disk),
 //     through nsenter in the pod's network namespace and in a mount namespace
-//     of its own where the volumes are bound at their mount paths;
+//     of its own where the volumes are bound at their mount paths and, if
+//     it has volumeDevices, its block devices at their device paths in a
+//     /dev of its own (see privateDev);
 //   - any other image is pulled into the image store (package image) and
 //     must be a containerDisk; its container runs its command from one of
 //     its volumes (the container-disk program, which the launcher image's
@@ -43,6 +46,7 @@
 //	    pod.json                       namespace, name, grace period
 //	    volumes/kubernetes.io~empty-dir/<volume>/
 //	    containers/<container>/rootfs/<path>/   a launcher's scratch paths
+//	    containers/<container>/dev/    where its private /dev is staged
 //	    logs/<container>.log           stdout and stderr
 //	    <container>.pid                "<pid> <start time in ticks>"
 //	    <container>.exit               "<code>[ <reason>]", once it ended
@@ -63,8 +67,9 @@
 //
 // No egress NAT (pods reach the host and each other, not beyond). Only
 // emptyDir, secret and persistentVolumeClaim volumes (a Secret is written
-// once, when the pod starts; claims in Filesystem mode only, volumeDevices
-// are refused; no hostPath, configMap, projected, downward API); init
+// once, when the pod starts; volumeDevices under /dev only, and a
+// read-only block claim is not enforced by the runtime; no hostPath,
+// configMap, projected, downward API); init
 // containers of the launcher image only; no hostNetwork, no probes, no
 // container restarts, no /etc/hosts, /etc/resolv.conf or hostname of the
 // pod's, no image garbage collection, IPv4 only.

@@ -70,6 +70,7 @@ type podWorker struct {
 	networkReady bool
 	setupErr     error
 	claimDirs    map[string]string // persistentVolumeClaim volume → host directory
+	claimDevices map[string]string // persistentVolumeClaim volume → host block device
 	rejected     *rejection
 	completed    bool
 	completedAt  time.Time
@@ -310,14 +311,21 @@ func (w *podWorker) prepare(ctx context.Context, pod *corev1.Pod) error {
 				return err
 			}
 		case v.PersistentVolumeClaim != nil:
-			dir, err := w.claimDir(ctx, pod, v)
+			src, err := w.claimSource(ctx, pod, v)
 			if err != nil {
 				return err
+			}
+			if src.Block {
+				if w.claimDevices == nil {
+					w.claimDevices = map[string]string{}
+				}
+				w.claimDevices[v.Name] = src.Path
+				continue
 			}
 			if w.claimDirs == nil {
 				w.claimDirs = map[string]string{}
 			}
-			w.claimDirs[v.Name] = dir
+			w.claimDirs[v.Name] = src.Path
 		}
 	}
 	addr, err := w.r.ipam.Allocate(w.uid)
@@ -539,8 +547,19 @@ func (w *podWorker) startContainer(pod *corev1.Pod, c *container) {
 		fail(ReasonCreateContainerConfig, err)
 		return
 	}
+	dev, err := w.devices(c)
+	if err != nil {
+		fail(ReasonCreateContainerConfig, err)
+		return
+	}
 	for _, m := range mounts {
 		if err := os.MkdirAll(m.Source, 0o700); err != nil {
+			fail(ReasonCreateContainerError, err)
+			return
+		}
+	}
+	if dev != nil {
+		if err := os.MkdirAll(dev.Stage, 0o700); err != nil {
 			fail(ReasonCreateContainerError, err)
 			return
 		}
@@ -560,7 +579,7 @@ func (w *podWorker) startContainer(pod *corev1.Pod, c *container) {
 		fail(ReasonCreateContainerError, err)
 		return
 	}
-	args := append([]string{"--net=" + w.net.NetnsPath(), "--", "/bin/sh", "-c", containerScript(mounts, cg.procsFiles(), w.exitFile(c.name))}, argv...)
+	args := append([]string{"--net=" + w.net.NetnsPath(), "--", "/bin/sh", "-c", containerScript(mounts, dev, cg.procsFiles(), w.exitFile(c.name))}, argv...)
 	cmd := exec.Command(w.r.nsenter, args...)
 	cmd.Dir = "/"
 	cmd.Env = containerEnv(pod, c.spec)
@@ -697,13 +716,6 @@ func checkPod(pod *corev1.Pod) *rejection {
 			return &rejection{Reason: ReasonUnsupportedVolume, Message: fmt.Sprintf(
 				"volume %q is a %s volume: this node runtime supports only emptyDir, secret and persistentVolumeClaim volumes so far (hostPath, configMap and the other kinds come later)",
 				v.Name, volumeKind(v.VolumeSource))}
-		}
-	}
-	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
-		if len(c.VolumeDevices) > 0 {
-			return &rejection{Reason: ReasonUnsupportedVolume, Message: fmt.Sprintf(
-				"container %s: volumeDevices (claims in volumeMode Block, here %q) are not supported by this node runtime; use claims in volumeMode Filesystem",
-				c.Name, c.VolumeDevices[0].Name)}
 		}
 	}
 	if pod.Spec.HostNetwork {

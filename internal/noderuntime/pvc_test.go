@@ -27,7 +27,7 @@ func TestVolumePath(t *testing.T) {
 		{"local", corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: "/mnt/d"}}}, "/mnt/d", ""},
 		{"other node", corev1.PersistentVolumeSpec{PersistentVolumeSource: hostPath, NodeAffinity: pinned(corev1.NodeSelectorOpIn, "n2")}, "", "another node than n1"},
 		{"not this node", corev1.PersistentVolumeSpec{PersistentVolumeSource: hostPath, NodeAffinity: pinned(corev1.NodeSelectorOpNotIn, "n1")}, "", "another node"},
-		{"block", corev1.PersistentVolumeSpec{PersistentVolumeSource: hostPath, VolumeMode: ptr.To(corev1.PersistentVolumeBlock)}, "", "volumeMode Block"},
+		{"block", corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: "/dev/loop3"}}, VolumeMode: ptr.To(corev1.PersistentVolumeBlock)}, "/dev/loop3", ""},
 		{"nfs", corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{NFS: &corev1.NFSVolumeSource{Server: "s", Path: "/"}}}, "", "is a nfs volume"},
 	}
 	for _, tt := range tests {

@@ -23,6 +23,8 @@ const exitStartError = 128
 //   - makes every mount private, so nothing it mounts reaches the host;
 //   - detaches /run/netns, so the container does not pin the network
 //     namespaces of other pods (they are freed when their pods go);
+//   - gives the container a /dev of its own with its volumeDevices in it,
+//     when it has any (see privateDev);
 //   - binds each volume at its path (creating empty mount points as
 //     needed; these stay on the host as empty directories);
 //   - runs the command ("$0" "$@") as a child and forwards SIGTERM and
@@ -32,7 +34,7 @@ const exitStartError = 128
 //     start this process (it restarted meanwhile) still learns how it ended.
 //
 // A failed mount writes "128 StartError" there and ends the script.
-func containerScript(mounts []bindMount, cgroupProcs []string, exitFile string) string {
+func containerScript(mounts []bindMount, dev *privateDev, cgroupProcs []string, exitFile string) string {
 	var b strings.Builder
 	tmp := shellQuote(exitFile + ".tmp")
 	exit := shellQuote(exitFile)
@@ -44,6 +46,9 @@ func containerScript(mounts []bindMount, cgroupProcs []string, exitFile string) 
 	}
 	b.WriteString("mount --make-rprivate / || fail 'mount --make-rprivate /'\n")
 	b.WriteString("umount -l /run/netns 2>/dev/null\n")
+	if dev != nil {
+		b.WriteString(dev.script())
+	}
 	for _, m := range mounts {
 		src, dst := shellQuote(m.Source), shellQuote(m.Target)
 		fmt.Fprintf(&b, "mkdir -p %s || fail %s\n", dst, shellQuote("mkdir "+m.Target))

@@ -50,7 +50,7 @@ func TestContainerScriptText(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := containerScript(tt.mounts, nil, "/p/c.exit")
+			got := containerScript(tt.mounts, nil, nil, "/p/c.exit")
 			rest := got
 			for _, w := range tt.want {
 				i := strings.Index(rest, w)
@@ -118,7 +118,7 @@ func TestContainerScriptRuns(t *testing.T) {
 	}
 	run := func(t *testing.T, mounts []bindMount, shell string) (*exec.Cmd, string) {
 		exitFile := filepath.Join(t.TempDir(), "c.exit")
-		cmd := exec.Command("/bin/sh", "-c", containerScript(mounts, nil, exitFile), "/bin/sh", "-c", shell)
+		cmd := exec.Command("/bin/sh", "-c", containerScript(mounts, nil, nil, exitFile), "/bin/sh", "-c", shell)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Unshareflags: syscall.CLONE_NEWNS}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -16,9 +16,15 @@ import (
 	"github.com/virtkube/virtkube/internal/domain"
 )
 
-// DefaultClaimDisks is where the launcher pod mounts each claim volume, at
-// <dir>/<volume>/ (KubeVirt's path; see vmi.ClaimDisksDir).
+// DefaultClaimDisks is where the launcher pod mounts each claim volume in
+// volumeMode Filesystem, at <dir>/<volume>/ (KubeVirt's path; see
+// vmi.ClaimDisksDir).
 const DefaultClaimDisks = "/var/run/kubevirt-private/vmi-disks"
+
+// DefaultClaimDevices is where the launcher pod has the block device of
+// each claim volume in volumeMode Block, at <dir>/<volume> (KubeVirt's
+// path; see vmi.ClaimDevicesDir).
+const DefaultClaimDevices = "/dev"
 
 // claimDiskFile is a filesystem claim's disk, as KubeVirt and CDI name it.
 const claimDiskFile = "disk.img"
@@ -28,18 +34,23 @@ const claimDiskFile = "disk.img"
 // whole sectors.
 const claimAlignment = 1 << 20
 
-// claimDisk is the raw disk.img in a persistentVolumeClaim volume's mount,
+// claimDisk is a persistentVolumeClaim volume's disk: the block device of a
+// claim in volumeMode Block, else the raw disk.img in the claim's mount,
 // created sparse at the claim's usable size when missing (a blank claim).
 // The format is raw, always, as in KubeVirt: probing a disk the guest
 // writes would let the guest choose how the host reads it (a qcow2 header
 // naming a backing file).
 func claimDisk(vmi *virtv1.VirtualMachineInstance, v virtv1.Volume, path *field.Path, dirs Dirs) (domain.DiskSource, error) {
-	dir, err := claimMount(v, dirs)
+	c, err := claimOf(v, dirs)
 	if err != nil {
 		return domain.DiskSource{}, err
 	}
-	file := filepath.Join(dir, claimDiskFile)
-	src := domain.DiskSource{Path: file, Format: "raw", ReadOnly: v.PersistentVolumeClaim.ReadOnly}
+	readOnly := v.PersistentVolumeClaim.ReadOnly
+	if c.device != "" {
+		return domain.DiskSource{Path: c.device, Format: "raw", Block: true, ReadOnly: readOnly}, nil
+	}
+	file := filepath.Join(c.dir, claimDiskFile)
+	src := domain.DiskSource{Path: file, Format: "raw", ReadOnly: readOnly}
 	if _, err := os.Stat(file); err == nil {
 		return src, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -70,20 +81,23 @@ func dataVolumeClaim(v virtv1.Volume) virtv1.Volume {
 	return v
 }
 
-// ephemeralDisk is a qcow2 overlay in the pod over the disk.img of an
-// ephemeral volume's claim: the guest's writes go with the pod, the claim
-// is only read.
+// ephemeralDisk is a qcow2 overlay in the pod over the disk of an ephemeral
+// volume's claim (its block device in volumeMode Block, else its
+// disk.img): the guest's writes go with the pod, the claim is only read.
 func ephemeralDisk(ctx context.Context, v virtv1.Volume, path *field.Path, dirs Dirs) (domain.DiskSource, error) {
 	if v.Ephemeral.PersistentVolumeClaim == nil {
 		return domain.DiskSource{}, field.Required(path.Child("ephemeral", "persistentVolumeClaim"), "an ephemeral volume needs a claim to read")
 	}
-	dir, err := claimMount(v, dirs)
+	c, err := claimOf(v, dirs)
 	if err != nil {
 		return domain.DiskSource{}, err
 	}
-	base := filepath.Join(dir, claimDiskFile)
-	if _, err := os.Stat(base); err != nil {
-		return domain.DiskSource{}, fmt.Errorf("ephemeral %s: claim %s has no %s to start from: %w", v.Name, v.Ephemeral.PersistentVolumeClaim.ClaimName, claimDiskFile, err)
+	base := c.device
+	if base == "" {
+		base = filepath.Join(c.dir, claimDiskFile)
+		if _, err := os.Stat(base); err != nil {
+			return domain.DiskSource{}, fmt.Errorf("ephemeral %s: claim %s has no %s to start from: %w", v.Name, v.Ephemeral.PersistentVolumeClaim.ClaimName, claimDiskFile, err)
+		}
 	}
 	overlay := filepath.Join(dirs.Ephemeral, v.Name+".qcow2")
 	if _, err := os.Stat(overlay); err != nil {
@@ -94,21 +108,46 @@ func ephemeralDisk(ctx context.Context, v virtv1.Volume, path *field.Path, dirs 
 	return domain.DiskSource{Path: overlay, Format: "qcow2"}, nil
 }
 
-// claimMount is the directory the pod mounted volume v's claim at.
-func claimMount(v virtv1.Volume, dirs Dirs) (string, error) {
-	root := dirs.ClaimDisks
+// podClaim is where the pod put a volume's claim: the directory it is
+// mounted at (volumeMode Filesystem) or its block device (volumeMode Block).
+type podClaim struct {
+	dir, device string
+}
+
+// claimOf finds volume v's claim in the pod as virt-launcher does: mounted
+// at <ClaimDisks>/<volume>/, else a block device at <ClaimDevices>/<volume>.
+// The mount is looked for first: a launcher pod without volumeDevices on
+// this node's runtime shares the host's /dev, where a device may have a
+// volume's name.
+func claimOf(v virtv1.Volume, dirs Dirs) (podClaim, error) {
+	root, devRoot := dirs.ClaimDisks, dirs.ClaimDevices
 	if root == "" {
 		root = DefaultClaimDisks
 	}
+	if devRoot == "" {
+		devRoot = DefaultClaimDevices
+	}
 	dir := filepath.Join(root, v.Name)
 	fi, err := os.Stat(dir)
-	if err != nil {
-		return "", fmt.Errorf("volume %s: its claim is not mounted in the pod: %w", v.Name, err)
+	switch {
+	case err == nil && fi.IsDir():
+		return podClaim{dir: dir}, nil
+	case err == nil:
+		return podClaim{}, fmt.Errorf("volume %s: %s is not a directory", v.Name, dir)
+	case !errors.Is(err, fs.ErrNotExist):
+		return podClaim{}, fmt.Errorf("volume %s: %w", v.Name, err)
 	}
-	if !fi.IsDir() {
-		return "", fmt.Errorf("volume %s: %s is not a directory (claims in volumeMode Block are not supported yet)", v.Name, dir)
+	dev := filepath.Join(devRoot, v.Name)
+	fi, err = os.Stat(dev)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return podClaim{}, fmt.Errorf("volume %s: its claim is not mounted in the pod at %s (volumeMode Filesystem) nor a block device at %s (volumeMode Block)", v.Name, dir, dev)
+	case err != nil:
+		return podClaim{}, fmt.Errorf("volume %s: %w", v.Name, err)
+	case fi.Mode()&fs.ModeDevice == 0 || fi.Mode()&fs.ModeCharDevice != 0:
+		return podClaim{}, fmt.Errorf("volume %s: its claim is not mounted in the pod at %s, and %s is not a block device", v.Name, dir, dev)
 	}
-	return dir, nil
+	return podClaim{device: dev}, nil
 }
 
 // claimDiskSize is the size of a new disk.img for volume name: the claim's

@@ -1,9 +1,10 @@
 // Package storage turns a VMI's volumes into disks on the node: copy-on-write
 // overlays for containerDisks, sparse images for emptyDisks, host files for
-// hostDisks, cloud-init ISOs, the disk.img of persistentVolumeClaims and
-// overlays over it for ephemeral volumes. virt-launcher calls Prepare before
-// it starts the domain; everything it creates lives in the pod's ephemeral
-// directory and goes with the pod, but for hostDisks and claims' disk.img.
+// hostDisks, cloud-init ISOs, the disk.img or block device of
+// persistentVolumeClaims and overlays over it for ephemeral volumes.
+// virt-launcher calls Prepare before it starts the domain; everything it
+// creates lives in the pod's ephemeral directory and goes with the pod, but
+// for hostDisks and claims' disk.img.
 package storage
 
 import (
@@ -38,9 +39,13 @@ type Dirs struct {
 	// Secrets has the Secrets the cloud-init volume refers to, mounted
 	// by the pod (see cloudinit.SecretsDir).
 	Secrets string
-	// ClaimDisks has each persistentVolumeClaim and ephemeral volume's
-	// claim mounted at <dir>/<volume>; empty means DefaultClaimDisks.
+	// ClaimDisks has each persistentVolumeClaim, dataVolume and ephemeral
+	// volume's claim in volumeMode Filesystem mounted at <dir>/<volume>;
+	// empty means DefaultClaimDisks.
 	ClaimDisks string
+	// ClaimDevices has the block device of each such claim in volumeMode
+	// Block at <dir>/<volume>; empty means DefaultClaimDevices.
+	ClaimDevices string
 }
 
 // Prepare makes every volume of vmi usable by QEMU and returns the domain's

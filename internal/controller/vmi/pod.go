@@ -44,9 +44,14 @@ const (
 	// containerDiskProgram is the program's path in the launcher image.
 	containerDiskProgram = "/usr/bin/container-disk"
 	// ClaimDisksDir is where the compute container finds each
-	// persistentVolumeClaim and ephemeral volume's claim, at
-	// <dir>/<volume>/ (KubeVirt's path), its disk in disk.img there.
+	// persistentVolumeClaim, dataVolume and ephemeral volume's claim in
+	// volumeMode Filesystem, at <dir>/<volume>/ (KubeVirt's path), its disk
+	// in disk.img there.
 	ClaimDisksDir = "/var/run/kubevirt-private/vmi-disks"
+	// ClaimDevicesDir is where the compute container finds the block device
+	// of each such claim in volumeMode Block, at <dir>/<volume> (KubeVirt's
+	// path).
+	ClaimDevicesDir = "/dev"
 	// binShareDir is where BinShareVolume is mounted: in the init
 	// container and in the containerDisk containers.
 	binShareDir = "/var/run/virtkube/bin"
@@ -193,9 +198,15 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 		volumes, mounts := cloudInitSecrets(v)
 		pod.Spec.Volumes = append(pod.Spec.Volumes, volumes...)
 		pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, mounts...)
-		if volume, mount, ok := claimVolume(v); ok {
+		if volume, ok := claimVolume(v); ok {
 			pod.Spec.Volumes = append(pod.Spec.Volumes, volume)
-			pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, mount)
+			c := &pod.Spec.Containers[0]
+			if claimIsBlock(vmi, v.Name) {
+				c.VolumeDevices = append(c.VolumeDevices, corev1.VolumeDevice{Name: v.Name, DevicePath: ClaimDevicesDir + "/" + v.Name})
+			} else {
+				c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{
+					Name: v.Name, MountPath: ClaimDisksDir + "/" + v.Name, ReadOnly: volume.PersistentVolumeClaim.ReadOnly})
+			}
 		}
 	}
 	for i, v := range vmi.Spec.Volumes {
@@ -267,13 +278,13 @@ func cloudInitSecrets(v virtv1.Volume) ([]corev1.Volume, []corev1.VolumeMount) {
 	return volumes, mounts
 }
 
-// claimVolume is the pod volume and compute mount of a persistentVolumeClaim,
-// dataVolume or ephemeral VMI volume: the claim under the VMI volume's name, mounted at
-// ClaimDisksDir/<name>. An ephemeral volume's claim is only read (the guest
-// writes into an overlay in the pod), so it is mounted read-only. Claims are
-// mounted as filesystems: block-mode claims (volumeDevices) are not done
-// yet.
-func claimVolume(v virtv1.Volume) (corev1.Volume, corev1.VolumeMount, bool) {
+// claimVolume is the pod volume of a persistentVolumeClaim, dataVolume or
+// ephemeral VMI volume: the claim under the VMI volume's name. The compute
+// container mounts it at ClaimDisksDir/<name>, or, for a claim in
+// volumeMode Block, has it as a device at ClaimDevicesDir/<name>, as
+// KubeVirt's. An ephemeral volume's claim is only read (the guest writes
+// into an overlay in the pod), so it is read-only.
+func claimVolume(v virtv1.Volume) (corev1.Volume, bool) {
 	var src corev1.PersistentVolumeClaimVolumeSource
 	switch {
 	case v.PersistentVolumeClaim != nil:
@@ -285,11 +296,22 @@ func claimVolume(v virtv1.Volume) (corev1.Volume, corev1.VolumeMount, bool) {
 		// A DataVolume's claim has its name, as CDI makes it.
 		src = corev1.PersistentVolumeClaimVolumeSource{ClaimName: v.DataVolume.Name}
 	default:
-		return corev1.Volume{}, corev1.VolumeMount{}, false
+		return corev1.Volume{}, false
 	}
-	volume := corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &src}}
-	mount := corev1.VolumeMount{Name: v.Name, MountPath: ClaimDisksDir + "/" + v.Name, ReadOnly: src.ReadOnly}
-	return volume, mount, true
+	return corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &src}}, true
+}
+
+// claimIsBlock reports whether the claim of vmi's volume name is in
+// volumeMode Block, as the VMI's status.volumeStatus says (the reconciler
+// reads the claims into it before it makes the pod). A claim not there yet
+// is taken as Filesystem.
+func claimIsBlock(vmi *virtv1.VirtualMachineInstance, name string) bool {
+	for _, vs := range vmi.Status.VolumeStatus {
+		if vs.Name == name && vs.PersistentVolumeClaimInfo != nil {
+			return ptr.Deref(vs.PersistentVolumeClaimInfo.VolumeMode, corev1.PersistentVolumeFilesystem) == corev1.PersistentVolumeBlock
+		}
+	}
+	return false
 }
 
 // containerDiskResources are tiny, as KubeVirt's: the container only runs

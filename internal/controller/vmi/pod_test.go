@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -297,5 +298,60 @@ spec:
 		if m.MountPath != "/var/run/kubevirt-private/vmi-disks/"+name || m.ReadOnly != readOnly {
 			t.Errorf("mount of %s = %+v, want at /var/run/kubevirt-private/vmi-disks/%s, read-only %v", name, m, name, readOnly)
 		}
+	}
+}
+
+// A claim in volumeMode Block (as status.volumeStatus reports it) is a
+// device of the compute container at /dev/<volume>, KubeVirt's path, and no
+// mount; a Filesystem claim, or one whose mode is not known yet, stays a
+// mount. This holds for persistentVolumeClaim, ephemeral and dataVolume
+// volumes alike.
+func TestLauncherPodClaimDevices(t *testing.T) {
+	vmi := decodeVMI(t, `apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: c, namespace: ns, uid: 0a6b2f44-0000-4000-8000-000000000004}
+spec:
+  domain:
+    resources: {requests: {memory: 64Mi}}
+    devices: {disks: [{name: blk, disk: {}}, {name: fs, disk: {}}, {name: base, disk: {}}, {name: dv, disk: {}}, {name: unknown, disk: {}}]}
+  volumes:
+  - {name: blk, persistentVolumeClaim: {claimName: raw-disk}}
+  - {name: fs, persistentVolumeClaim: {claimName: fs-disk}}
+  - {name: base, ephemeral: {persistentVolumeClaim: {claimName: golden}}}
+  - {name: dv, dataVolume: {name: imported}}
+  - {name: unknown, persistentVolumeClaim: {claimName: not-yet}}
+status:
+  volumeStatus:
+  - {name: blk, persistentVolumeClaimInfo: {claimName: raw-disk, volumeMode: Block}}
+  - {name: fs, persistentVolumeClaimInfo: {claimName: fs-disk, volumeMode: Filesystem}}
+  - {name: base, persistentVolumeClaimInfo: {claimName: golden, volumeMode: Block}}
+  - {name: dv, persistentVolumeClaimInfo: {claimName: imported, volumeMode: Block}}
+`)
+	pod, err := LauncherPod(vmi, PodConfig{LauncherImage: "l", LauncherCommand: []string{"/usr/bin/virt-launcher"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compute := pod.Spec.Containers[0]
+	wantDevices := []corev1.VolumeDevice{{Name: "blk", DevicePath: "/dev/blk"}, {Name: "base", DevicePath: "/dev/base"}, {Name: "dv", DevicePath: "/dev/dv"}}
+	if !equality.Semantic.DeepEqual(compute.VolumeDevices, wantDevices) {
+		t.Errorf("volumeDevices = %+v, want %+v", compute.VolumeDevices, wantDevices)
+	}
+	claimMounts := map[string]corev1.VolumeMount{}
+	for _, m := range compute.VolumeMounts {
+		if strings.HasPrefix(m.MountPath, ClaimDisksDir) {
+			claimMounts[m.Name] = m
+		}
+	}
+	if len(claimMounts) != 2 || claimMounts["fs"].MountPath != ClaimDisksDir+"/fs" || claimMounts["unknown"].MountPath != ClaimDisksDir+"/unknown" {
+		t.Errorf("claim mounts = %+v, want fs and unknown only", claimMounts)
+	}
+	claims := map[string]corev1.PersistentVolumeClaimVolumeSource{}
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			claims[v.Name] = *v.PersistentVolumeClaim
+		}
+	}
+	if len(claims) != 5 || claims["blk"].ClaimName != "raw-disk" || claims["base"] != (corev1.PersistentVolumeClaimVolumeSource{ClaimName: "golden", ReadOnly: true}) {
+		t.Errorf("claim volumes = %+v; want all five, the ephemeral one's read-only", claims)
 	}
 }

@@ -88,6 +88,11 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, vmi *virtv1.VirtualMac
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
 	}
+	// The claims first: the launcher pod has a claim in volumeMode Block as
+	// a device, and the builder reads the mode from volumeStatus.
+	if err := r.claimVolumeStatus(ctx, vmi); err != nil {
+		return ctrl.Result{}, err
+	}
 	now := r.Now()
 	if pod == nil && (vmi.Status.Phase == "" || vmi.Status.Phase == virtv1.Pending) {
 		created, err := r.createPod(ctx, vmi)
@@ -122,9 +127,6 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, vmi *virtv1.VirtualMac
 		}
 	}
 	apply(&vmi.Status, o, now)
-	if err := r.claimVolumeStatus(ctx, vmi); err != nil {
-		return ctrl.Result{}, err
-	}
 	if pod != nil && vmi.Status.Phase != virtv1.Failed {
 		if vmi.Status.ActivePods == nil {
 			vmi.Status.ActivePods = map[types.UID]string{}

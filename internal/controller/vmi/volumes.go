@@ -12,8 +12,10 @@ import (
 
 // claimVolumeStatus reports the claims of vmi's persistentVolumeClaim and
 // ephemeral volumes in status.volumeStatus[].persistentVolumeClaimInfo, as
-// KubeVirt's virt-controller does: the launcher sizes a blank claim's
-// disk.img by it. A claim not there yet is left out until it is. No
+// KubeVirt's virt-controller does: the launcher pod has a claim in
+// volumeMode Block as a device by it (see claimIsBlock), and the launcher
+// sizes a blank claim's disk.img by it. A claim not there yet is left out
+// until it is. No
 // filesystemOverhead is reported: without CDI there is no configuration of
 // it, and disk.img takes the whole capacity.
 func (r *Reconciler) claimVolumeStatus(ctx context.Context, vmi *virtv1.VirtualMachineInstance) error {
