@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -13,9 +14,12 @@ func TestClusterRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"kubevirt.io:admin": "rbac.authorization.k8s.io/aggregate-to-admin",
-		"kubevirt.io:edit":  "rbac.authorization.k8s.io/aggregate-to-edit",
-		"kubevirt.io:view":  "rbac.authorization.k8s.io/aggregate-to-view",
+		"kubevirt.io:admin":     "rbac.authorization.k8s.io/aggregate-to-admin",
+		"kubevirt.io:edit":      "rbac.authorization.k8s.io/aggregate-to-edit",
+		"kubevirt.io:view":      "rbac.authorization.k8s.io/aggregate-to-view",
+		"cdi.kubevirt.io:admin": "rbac.authorization.k8s.io/aggregate-to-admin",
+		"cdi.kubevirt.io:edit":  "rbac.authorization.k8s.io/aggregate-to-edit",
+		"cdi.kubevirt.io:view":  "rbac.authorization.k8s.io/aggregate-to-view",
 	}
 	if len(roles) != len(want) {
 		t.Fatalf("%d roles, want %d", len(roles), len(want))
@@ -25,14 +29,23 @@ func TestClusterRoles(t *testing.T) {
 		if !ok || r.Labels[label] != "true" {
 			t.Errorf("%s: labels %v, want %s", r.Name, r.Labels, label)
 		}
-		grants := func(verb, resource string) bool {
+		grantsIn := func(group, verb, resource string) bool {
 			for _, rule := range r.Rules {
-				if slices.Contains(rule.APIGroups, "subresources.kubevirt.io") && slices.Contains(rule.Verbs, verb) && slices.Contains(rule.Resources, resource) {
+				if slices.Contains(rule.APIGroups, group) && slices.Contains(rule.Verbs, verb) && slices.Contains(rule.Resources, resource) {
 					return true
 				}
 			}
 			return false
 		}
+		if strings.HasPrefix(r.Name, "cdi.kubevirt.io:") {
+			// virtctl image-upload asks virt-api for a token.
+			user := r.Name != "cdi.kubevirt.io:view"
+			if grantsIn("upload.cdi.kubevirt.io", "create", "uploadtokenrequests") != user {
+				t.Errorf("%s grants create uploadtokenrequests: %v, want %v", r.Name, !user, user)
+			}
+			continue
+		}
+		grants := func(verb, resource string) bool { return grantsIn("subresources.kubevirt.io", verb, resource) }
 		user := r.Name != "kubevirt.io:view"
 		for _, p := range []struct{ verb, resource string }{
 			{"update", "virtualmachines/start"}, {"update", "virtualmachines/stop"}, {"update", "virtualmachines/restart"},

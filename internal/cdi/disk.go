@@ -51,7 +51,7 @@ func Blank(dir string, size int64) error {
 // Import reads an image from r — raw or qcow2, either possibly gzip or xz
 // compressed — and makes it the raw disk.img of dir, grown to size bytes
 // when smaller. An image larger than size is refused. It returns the bytes
-// read from r.
+// read from r. (Progress is the reading of r: see ProgressReporter.Reader.)
 func Import(ctx context.Context, dir string, r io.Reader, size int64) (int64, error) {
 	part := filepath.Join(dir, partFile)
 	defer os.Remove(part)
@@ -59,18 +59,19 @@ func Import(ctx context.Context, dir string, r io.Reader, size int64) (int64, er
 	if err := writeDecompressed(ctx, part, counted); err != nil {
 		return counted.n, err
 	}
-	return counted.n, install(ctx, part, dir, size)
+	return counted.n, install(ctx, part, dir, size, nil)
 }
 
 // ImportFile makes the image at path (raw or qcow2) the raw disk.img of
-// dir, as Import; path is only read.
-func ImportFile(ctx context.Context, dir, path string, size int64) error {
-	return install(ctx, path, dir, size)
+// dir, as Import; path is only read. A non-nil progress is told the
+// conversion's percentage as qemu-img reports it.
+func ImportFile(ctx context.Context, dir, path string, size int64, progress func(percent float64)) error {
+	return install(ctx, path, dir, size, progress)
 }
 
 // install converts src to raw in dir's tmpFile, grows it to size and
 // renames it to disk.img.
-func install(ctx context.Context, src, dir string, size int64) error {
+func install(ctx context.Context, src, dir string, size int64, progress func(percent float64)) error {
 	info, err := imageInfo(ctx, src)
 	if err != nil {
 		return err
@@ -88,7 +89,7 @@ func install(ctx context.Context, src, dir string, size int64) error {
 	}
 	tmp := filepath.Join(dir, tmpFile)
 	os.Remove(tmp)
-	if err := run(ctx, "qemu-img", "convert", "-q", "-f", info.Format, "-O", "raw", "-S", "4k", src, tmp); err != nil {
+	if err := convert(ctx, info.Format, src, tmp, progress); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("convert image to raw: %w", err)
 	}
@@ -101,13 +102,31 @@ func install(ctx context.Context, src, dir string, size int64) error {
 	return os.Rename(tmp, filepath.Join(dir, DiskFile))
 }
 
-// Clone copies the disk.img of srcDir into dstDir, grown to size.
-func Clone(ctx context.Context, srcDir, dstDir string, size int64) error {
+// convert writes src (of format) as a sparse raw image to dst, reporting
+// qemu-img's progress to progress unless it is nil.
+func convert(ctx context.Context, format, src, dst string, progress func(percent float64)) error {
+	args := []string{"convert", "-q", "-f", format, "-O", "raw", "-S", "4k", src, dst}
+	if progress == nil {
+		return run(ctx, "qemu-img", args...)
+	}
+	args[1] = "-p"
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &qemuProgress{report: progress}, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("qemu-img: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return nil
+}
+
+// Clone copies the disk.img of srcDir into dstDir, grown to size, telling
+// progress (when not nil) how far the copy has got.
+func Clone(ctx context.Context, srcDir, dstDir string, size int64, progress func(percent float64)) error {
 	src := filepath.Join(srcDir, DiskFile)
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("source claim has no %s: %w", DiskFile, err)
 	}
-	return install(ctx, src, dstDir, size)
+	return install(ctx, src, dstDir, size, progress)
 }
 
 // imageFacts is what `qemu-img info` says of an image.

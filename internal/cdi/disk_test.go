@@ -75,7 +75,7 @@ func TestImportRefusesTooLargeAndBacked(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", over).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if err := ImportFile(ctx, dir, over, 1<<20); err == nil {
+	if err := ImportFile(ctx, dir, over, 1<<20, nil); err == nil {
 		t.Error("an image with a backing file was accepted")
 	}
 	if HasDisk(dir) {

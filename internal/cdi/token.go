@@ -12,7 +12,7 @@ import (
 )
 
 // TokenKeySecret holds the key upload tokens are signed with, in
-// namespace kubevirt, under TokenKeyField. virt-controller signs with it
+// namespace kubevirt, under TokenKeyField. virt-api signs with it
 // (UploadTokenRequest), the upload proxy verifies.
 const (
 	TokenKeySecret = "cdi-upload-token-key"

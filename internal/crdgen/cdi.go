@@ -12,30 +12,26 @@ import (
 	"sigs.k8s.io/controller-tools/pkg/markers"
 )
 
-// CDI's API packages in kubevirt.io/containerized-data-importer-api. Their
-// kubebuilder markers already say names, scope, short names and columns, so
-// unlike KubeVirt's kinds these CRDs are used as controller-tools makes them.
-const (
-	cdiCorePackage   = "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
-	cdiUploadPackage = "kubevirt.io/containerized-data-importer-api/pkg/apis/upload/v1beta1"
-)
+// cdiCorePackage is CDI's API package in
+// kubevirt.io/containerized-data-importer-api. Its kubebuilder markers
+// already say names, scope, short names and columns, so unlike KubeVirt's
+// kinds these CRDs are used as controller-tools makes them.
+const cdiCorePackage = "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 
-// CDIKinds are the CDI kinds virtkube serves: what manifests written for
-// CDI create (DataVolume, the CDI CR, CDIConfig) and what virtctl
-// image-upload asks for a token with (UploadTokenRequest).
+// CDIKinds are the CDI kinds virtkube serves as CRDs: what manifests
+// written for CDI create (DataVolume, the CDI CR, CDIConfig).
+// UploadTokenRequest (upload.cdi.kubevirt.io) is no CRD: as in CDI, an
+// aggregated API answers it (virt-api, see internal/subresource).
 var CDIKinds = []schema.GroupKind{
 	{Group: "cdi.kubevirt.io", Kind: "CDI"},
 	{Group: "cdi.kubevirt.io", Kind: "CDIConfig"},
 	{Group: "cdi.kubevirt.io", Kind: "DataVolume"},
-	// CDI serves this one from an aggregated apiserver; here it is a CRD
-	// whose status virt-controller fills (see internal/uploadproxy).
-	{Group: "upload.cdi.kubevirt.io", Kind: "UploadTokenRequest"},
 }
 
 // GenerateCDI loads CDI's API from the module cache and returns one CRD per
 // entry of CDIKinds.
 func GenerateCDI() ([]apiextv1.CustomResourceDefinition, error) {
-	pkgs, err := loader.LoadRoots(cdiCorePackage, cdiUploadPackage)
+	pkgs, err := loader.LoadRoots(cdiCorePackage)
 	if err != nil {
 		return nil, fmt.Errorf("load CDI API: %w", err)
 	}
@@ -61,8 +57,8 @@ func GenerateCDI() ([]apiextv1.CustomResourceDefinition, error) {
 			if v.Schema != nil && v.Schema.OpenAPIV3Schema != nil {
 				v.Schema.OpenAPIV3Schema.Required = slices.DeleteFunc(v.Schema.OpenAPIV3Schema.Required, func(f string) bool { return f == "status" })
 			}
-			// UploadTokenRequest has no markers; its status is written
-			// by a controller, so it gets the subresource too.
+			// A kind without a status subresource marker gets one
+			// too: its status is written by a controller.
 			if v.Subresources == nil {
 				v.Subresources = &apiextv1.CustomResourceSubresources{Status: &apiextv1.CustomResourceSubresourceStatus{}}
 			}

@@ -172,8 +172,12 @@ func forbidden(a authorizer.AttributesRecord, reason string) *apierrors.StatusEr
 	if a.User != nil {
 		name = a.User.GetName()
 	}
+	resource := a.Resource
+	if a.Subresource != "" {
+		resource += "/" + a.Subresource
+	}
 	msg := fmt.Sprintf("User %q cannot %s resource %q in API group %q in the namespace %q",
-		name, a.Verb, a.Resource+"/"+a.Subresource, a.APIGroup, a.Namespace)
+		name, a.Verb, resource, a.APIGroup, a.Namespace)
 	if reason != "" {
 		msg += ": " + reason
 	}

@@ -36,13 +36,14 @@ func apiGroup() metav1.APIGroup {
 	return g
 }
 
-// serveGroupList answers /apis. The aggregator asks it first for the
-// aggregated discovery format; a plain APIGroupList makes it fall back to
-// each version's resource list, which is all this group has.
+// serveGroupList answers /apis with both groups served here. The
+// aggregator asks it first for the aggregated discovery format; a plain
+// APIGroupList makes it fall back to each version's resource list, which is
+// all these groups have.
 func serveGroupList(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, metav1.APIGroupList{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroupList"},
-		Groups:   []metav1.APIGroup{apiGroup()},
+		Groups:   []metav1.APIGroup{apiGroup(), uploadAPIGroup()},
 	})
 }
 
@@ -80,4 +81,15 @@ func serveOpenAPIV2(w http.ResponseWriter, _ *http.Request) {
 		"info":    map[string]string{"title": "KubeVirt subresources API", "version": version.Version},
 		"paths":   map[string]any{},
 	})
+}
+
+// serveOpenAPIV3 answers the aggregator's OpenAPI v3 discovery with no
+// group versions. A 404 would make the aggregator publish the v2 document
+// converted, as a schema for these groups with no paths; kubectl create
+// (--validate=strict) then finds the group but no operation for
+// UploadTokenRequest, falls back to asking whether it is a CRD, and a user
+// who may not list CRDs is refused before the request is even sent. With no
+// schema at all, kubectl validates nothing client-side and sends it.
+func serveOpenAPIV3(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"paths": map[string]any{}})
 }

@@ -8,8 +8,8 @@
 // KubeVirt.
 //
 // What it serves:
-//   - discovery (/apis, the group, each version), /openapi/v2, /version and
-//     /healthz;
+//   - discovery (/apis, the group, each version), /openapi/v2 and v3,
+//     /version and /healthz;
 //   - VM start, stop, restart: JSON patches on the VM that
 //     internal/controller/vm acts on;
 //   - VMI console, vnc and portforward (of a VMI, or of a VM's VMI):
@@ -18,11 +18,17 @@
 //     server or a guest port;
 //   - VMI pause and unpause: forwarded to virt-handler likewise;
 //   - VMI guestosinfo, userlist and filesystemlist: KubeVirt's answer for a
-//     guest agent that is not connected (virtkube has no agent channel).
+//     guest agent that is not connected (virtkube has no agent channel);
+//   - CDI's upload.cdi.kubevirt.io uploadtokenrequests (create only), behind
+//     an APIService of its own, as CDI's apiserver serves it: the create is
+//     answered with a signed upload token and nothing is stored (see
+//     uploadtoken.go).
 package subresource
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
@@ -49,6 +55,12 @@ type Server struct {
 	Authorizer authorizer.UnconditionalAuthorizer
 	// Handlers reaches virt-handler on a VMI's node.
 	Handlers *Handlers
+	// UploadTokenKey returns the key upload tokens are signed with (the
+	// upload proxy's, see cdi.TokenKeySecret); nil answers
+	// uploadtokenrequests with 503.
+	UploadTokenKey func(context.Context) ([]byte, error)
+	// Now is the clock tokens expire by; nil is time.Now.
+	Now func() time.Time
 }
 
 // Handler routes every path of the group. Everything needs an
@@ -62,6 +74,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /apis/"+Group+"/{version}/version", withVersion(serveVersion))
 	mux.HandleFunc("GET /apis/"+Group+"/{version}/healthz", withVersion(serveHealthz))
 	mux.HandleFunc("GET /openapi/v2", serveOpenAPIV2)
+	mux.HandleFunc("GET /openapi/v3", serveOpenAPIV3)
+	mux.HandleFunc("GET /apis/"+UploadGroup, serveUploadGroup)
+	mux.HandleFunc("GET /apis/"+UploadGroup+"/{version}", withUploadVersion(serveUploadResourceList))
+	const utrs = "/apis/" + UploadGroup + "/{version}/namespaces/{namespace}/" + uploadTokenResource
+	mux.HandleFunc("POST "+utrs, withUploadVersion(s.createUploadToken))
+	mux.HandleFunc(utrs, withUploadVersion(uploadTokenMethodNotAllowed))
 
 	const vms = "/apis/" + Group + "/{version}/namespaces/{namespace}/virtualmachines/{name}/"
 	const vmis = "/apis/" + Group + "/{version}/namespaces/{namespace}/virtualmachineinstances/{name}/"

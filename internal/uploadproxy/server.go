@@ -1,6 +1,7 @@
 // Package uploadproxy is CDI's upload proxy: an HTTPS endpoint that takes a
-// disk image for a claim, authorised by a token from an UploadTokenRequest,
-// and writes it into the claim as a raw disk.img. CDI's proxy forwards to a
+// disk image for a claim, authorised by a token from an UploadTokenRequest
+// (signed by virt-api), and writes it into the claim as a raw disk.img,
+// reporting the upload's progress on the claim's DataVolume. CDI's proxy forwards to a
 // per-claim upload pod; here the proxy runs on the node of the hostpath
 // volumes and writes the claim's directory itself (see
 // docs/design/0006-datavolumes.md).
@@ -18,7 +19,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/cdi"
@@ -40,6 +43,10 @@ type Server struct {
 	Key func(context.Context) ([]byte, error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// ProgressInterval is the least time between two writes of an
+	// upload's progress to its DataVolume; 0 is
+	// cdi.DefaultProgressInterval.
+	ProgressInterval time.Duration
 
 	mu     sync.Mutex
 	active map[string]bool
@@ -101,7 +108,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	size := pvc.Spec.Resources.Requests.Storage().Value()
-	n, err := cdi.Import(ctx, dir, r.Body, size)
+	n, err := cdi.Import(ctx, dir, s.progress(pvc).Reader(ctx, r.Body, r.ContentLength), size)
 	if err != nil {
 		// Nothing of a failed upload is kept: disk.img appears only
 		// whole, and the claim stays ready for another try.
@@ -117,6 +124,17 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	log.Info("upload complete", "bytes", n)
 	w.WriteHeader(http.StatusOK)
+}
+
+// progress reports an upload into a DataVolume's claim on the DataVolume,
+// by the bytes received of the request's Content-Length; nil (nothing to
+// report on) for a claim of its own.
+func (s *Server) progress(pvc *corev1.PersistentVolumeClaim) *cdi.ProgressReporter {
+	owner := metav1.GetControllerOf(pvc)
+	if owner == nil || owner.Kind != "DataVolume" || !strings.HasPrefix(owner.APIVersion, cdiv1.SchemeGroupVersion.Group+"/") {
+		return nil
+	}
+	return &cdi.ProgressReporter{Client: s.Client, Namespace: pvc.Namespace, Name: owner.Name, Interval: s.ProgressInterval}
 }
 
 // authorize checks the Bearer token of r.

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -47,10 +48,14 @@ func TestUpload(t *testing.T) {
 	}
 	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv1"}, Spec: corev1.PersistentVolumeSpec{
 		PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}}}}
+	// The claim is a DataVolume's, which is told the upload's progress.
+	dv := &cdiv1.DataVolume{ObjectMeta: metav1.ObjectMeta{Name: "up", Namespace: "ns", UID: "dv-uid"}, Status: cdiv1.DataVolumeStatus{Phase: cdiv1.UploadReady}}
+	pvc.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(dv, cdiv1.SchemeGroupVersion.WithKind("DataVolume"))}
 	scheme := runtime.NewScheme()
 	clientgoscheme.AddToScheme(scheme)
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(pvc, pv).Build()
-	srv := httptest.NewServer((&Server{Client: c, Key: func(context.Context) ([]byte, error) { return key, nil }}).Handler())
+	cdi.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(pvc, pv, dv).WithStatusSubresource(dv).Build()
+	srv := httptest.NewServer((&Server{Client: c, Key: func(context.Context) ([]byte, error) { return key, nil }, ProgressInterval: time.Nanosecond}).Handler())
 	defer srv.Close()
 
 	token := func(ns, name string, ttl time.Duration) string {
@@ -107,6 +112,12 @@ func TestUpload(t *testing.T) {
 	}
 	if !populated() {
 		t.Error("claim not marked populated")
+	}
+	// All bytes received: the last progress written, short of 100%,
+	// which is the DataVolume controller's to show with Succeeded.
+	gotDV := &cdiv1.DataVolume{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(dv), gotDV); err != nil || gotDV.Status.Progress != "99.99%" {
+		t.Errorf("DataVolume progress %q (%v), want 99.99%%", gotDV.Status.Progress, err)
 	}
 	if code := post(token("ns", "up", time.Minute), bytes.NewReader(content)); code != http.StatusConflict {
 		t.Errorf("second upload: %d, want 409", code)

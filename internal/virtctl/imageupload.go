@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -236,8 +235,9 @@ func uploadDone(ctx context.Context, kc crclient.Client, kind string, key crclie
 	return pvc.Annotations[cdi.AnnPodPhase] == string(corev1.PodSucceeded), nil
 }
 
-// uploadToken asks for a token through an UploadTokenRequest and reads it
-// back from its status once virt-controller signed it.
+// uploadToken asks for a token through an UploadTokenRequest. As with
+// CDI, the create's answer carries it in status.token (virt-api signs it;
+// nothing is stored).
 func uploadToken(ctx context.Context, kc crclient.Client, key crclient.ObjectKey) (string, error) {
 	utr := &uploadv1.UploadTokenRequest{
 		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, GenerateName: "token-for-virtctl-"},
@@ -246,15 +246,8 @@ func uploadToken(ctx context.Context, kc crclient.Client, key crclient.ObjectKey
 	if err := kc.Create(ctx, utr); err != nil {
 		return "", fmt.Errorf("create UploadTokenRequest: %w", err)
 	}
-	defer kc.Delete(context.WithoutCancel(ctx), utr)
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		if err := kc.Get(ctx, crclient.ObjectKeyFromObject(utr), utr); err != nil && !apierrors.IsNotFound(err) {
-			return false, err
-		}
-		return utr.Status.Token != "", nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("UploadTokenRequest %s got no token: %w", utr.Name, err)
+	if utr.Status.Token == "" {
+		return "", fmt.Errorf("UploadTokenRequest %s was answered without status.token", utr.Name)
 	}
 	return utr.Status.Token, nil
 }

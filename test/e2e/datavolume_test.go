@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,4 +249,161 @@ spec:
 		return bytes.Contains(b, []byte(guest.ReadyMarker)), "guest booted from the uploaded disk has not printed " + guest.ReadyMarker + ":\n" + lastLines(string(b), 10)
 	})
 	kubectl(t, s, "", "delete", "vmi", "uploaded", "-n", ns, "--wait=true", "--timeout=3m")
+}
+
+// An http import shows its progress while it runs, as CDI's does: a source
+// that trickles 4 MiB over about six seconds makes the DataVolume, watched,
+// show values strictly between 0% and 100% ("NN.NN%", never 100 before it
+// is done), and it ends Succeeded at 100.0% with the source's bytes.
+func TestDataVolumeImportProgress(t *testing.T) {
+	s := shared
+	c := cdiClient(t, s)
+	ns := s.Namespace(t)
+
+	content := bytes.Repeat([]byte("progress "), (4<<20)/9)
+	const chunk = 64 << 10
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		for off := 0; off < len(content); off += chunk {
+			if _, err := w.Write(content[off:min(off+chunk, len(content))]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select { // the source is slow; this is its pace, not a wait for the test
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}))
+	defer src.Close()
+
+	progress := watchProgress(t, s, c, ns, "slow")
+	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: {name: slow}
+spec:
+  source: {http: {url: "%s/disk.img"}}
+  storage: {resources: {requests: {storage: 64Mi}}}
+`, src.URL), "apply", "-n", ns, "-f", "-")
+	t.Logf("progress seen: %v", progress())
+	got, err := os.ReadFile(waitDataVolume(t, s, c, ns, "slow"))
+	if err != nil || len(got) != 64<<20 || !bytes.Equal(got[:len(content)], content) {
+		t.Errorf("disk.img: %d bytes (%v); want 64 MiB starting with the source", len(got), err)
+	}
+}
+
+// watchProgress watches DataVolume ns/name from now on. The function it
+// returns waits until the DataVolume is Succeeded and returns the values of
+// status.progress it showed; it fails the test unless every value before
+// Succeeded was N/A or "NN.NN%" below 100, at least one was strictly
+// between 0% and 100%, and Succeeded came with 100.0%.
+func watchProgress(t *testing.T, s *framework.Server, c client.Client, ns, name string) func() []string {
+	t.Helper()
+	wc, err := client.NewWithWatch(s.RESTConfig, client.Options{Scheme: c.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 5*time.Minute)
+	watch, err := wc.Watch(ctx, &cdiv1.DataVolumeList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() []string {
+		t.Helper()
+		defer watch.Stop()
+		var seen []string
+		var intermediate bool
+		var last *cdiv1.DataVolume
+		for last == nil || last.Status.Phase != cdiv1.Succeeded {
+			select {
+			case ev, ok := <-watch.ResultChan():
+				if !ok {
+					t.Fatalf("watch of DataVolume %s closed; progress seen %v", name, seen)
+				}
+				dv, ok := ev.Object.(*cdiv1.DataVolume)
+				if !ok || dv.Name != name {
+					continue
+				}
+				last = dv
+				p := string(dv.Status.Progress)
+				if len(seen) == 0 || seen[len(seen)-1] != p {
+					seen = append(seen, p)
+				}
+				if dv.Status.Phase == cdiv1.Succeeded {
+					continue // the loop ends
+				}
+				if pct, ok := parsePercent(p); ok && pct > 0 && pct < 100 {
+					intermediate = true
+				} else if p != "N/A" && p != "" && !(ok && pct == 0) {
+					t.Errorf("DataVolume %s: progress %q while %s; want N/A or NN.NN%% below 100", name, p, dv.Status.Phase)
+				}
+			case <-ctx.Done():
+				t.Fatalf("DataVolume %s not Succeeded; progress seen %v", name, seen)
+			}
+		}
+		if !intermediate {
+			t.Errorf("DataVolume %s: progress seen %v; no value strictly between 0%% and 100%%", name, seen)
+		}
+		if last.Status.Progress != "100.0%" {
+			t.Errorf("DataVolume %s Succeeded with progress %q, want 100.0%%", name, last.Status.Progress)
+		}
+		return seen
+	}
+}
+
+// parsePercent reads CDI's "NN.NN%".
+func parsePercent(s string) (float64, bool) {
+	v, ok := strings.CutSuffix(s, "%")
+	if !ok {
+		return 0, false
+	}
+	if i := strings.IndexByte(v, '.'); i < 0 || len(v)-i-1 != 2 {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	return f, err == nil
+}
+
+// An http import whose server dies halfway is retried to success: the
+// source cuts the connection after half the body the first time and serves
+// it whole the second; the DataVolume counts the restart and ends Succeeded
+// with the right bytes.
+func TestDataVolumeImportRetry(t *testing.T) {
+	s := shared
+	c := cdiClient(t, s)
+	ns := s.Namespace(t)
+
+	content := bytes.Repeat([]byte("retry-me "), (2<<20)/9)
+	var requests atomic.Int32
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		if requests.Add(1) == 1 {
+			w.Write(content[:len(content)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the connection drops mid-body
+		}
+		w.Write(content)
+	}))
+	defer src.Close()
+
+	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: {name: flaky}
+spec:
+  source: {http: {url: "%s/disk.img"}}
+  storage: {resources: {requests: {storage: 64Mi}}}
+`, src.URL), "apply", "-n", ns, "-f", "-")
+	disk := waitDataVolume(t, s, c, ns, "flaky")
+	got, err := os.ReadFile(disk)
+	if err != nil || len(got) != 64<<20 || !bytes.Equal(got[:len(content)], content) {
+		t.Errorf("disk.img: %d bytes (%v); want 64 MiB starting with the whole source", len(got), err)
+	}
+	dv := &cdiv1.DataVolume{}
+	if err := c.Get(ctxT(t, time.Minute), client.ObjectKey{Namespace: ns, Name: "flaky"}, dv); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n < 2 || dv.Status.RestartCount < 1 {
+		t.Errorf("%d requests to the source, restartCount %d; want the cut-off download retried and counted", n, dv.Status.RestartCount)
+	}
 }

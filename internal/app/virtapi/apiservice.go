@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -52,9 +53,13 @@ type APITarget struct {
 }
 
 // RegisterAPIService creates or updates the APIServices
-// v1.subresources.kubevirt.io and v1alpha3.subresources.kubevirt.io (and,
-// with t.Endpoint, the selector-less Service and its EndpointSlice). Run
-// again after a restart on a new port or CA, it rewrites the same objects.
+// v1.subresources.kubevirt.io, v1alpha3.subresources.kubevirt.io and
+// v1beta1.upload.cdi.kubevirt.io (and, with t.Endpoint, the selector-less
+// Service and its EndpointSlice). Run again after a restart on a new port or
+// CA, it rewrites the same objects. An APIService the aggregator made for a
+// CRD of the same group and version (an UploadTokenRequest CRD of older
+// virtkube) is taken over: its automanaged label goes, so the aggregator
+// leaves it alone.
 func RegisterAPIService(ctx context.Context, c kubernetes.Interface, agg aggregator.Interface, t APITarget) error {
 	if len(t.CABundle) == 0 {
 		return errors.New("register APIService: no CA bundle")
@@ -90,17 +95,37 @@ func RegisterAPIService(ctx context.Context, c kubernetes.Interface, agg aggrega
 
 var managedLabels = map[string]string{"app.kubernetes.io/managed-by": "virt-api", "kubevirt.io": "virt-api"}
 
-// apiServices are KubeVirt's two APIServices: same group, same Service,
-// v1 preferred (the version priority ties; "v1" sorts before "v1alpha3").
+// groupVersions are the group versions virt-api serves behind the
+// aggregator: KubeVirt's subresources.kubevirt.io (v1 preferred: the
+// version priority ties and "v1" sorts before "v1alpha3") and CDI's
+// upload.cdi.kubevirt.io, which CDI serves from its own apiserver.
+func groupVersions() []schema.GroupVersion {
+	var out []schema.GroupVersion
+	for _, v := range subresource.Versions {
+		out = append(out, schema.GroupVersion{Group: subresource.Group, Version: v})
+	}
+	for _, v := range subresource.UploadVersions {
+		out = append(out, schema.GroupVersion{Group: subresource.UploadGroup, Version: v})
+	}
+	return out
+}
+
+// apiServiceName is the APIService of gv, as the aggregator wants it named.
+func apiServiceName(gv schema.GroupVersion) string {
+	return gv.Version + "." + gv.Group
+}
+
+// apiServices are one APIService per group version, all on the same
+// Service, with KubeVirt's and CDI's priorities.
 func apiServices(t APITarget) []*apiregv1.APIService {
 	var out []*apiregv1.APIService
-	for _, v := range subresource.Versions {
+	for _, gv := range groupVersions() {
 		out = append(out, &apiregv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: v + "." + subresource.Group, Labels: managedLabels},
+			ObjectMeta: metav1.ObjectMeta{Name: apiServiceName(gv), Labels: managedLabels},
 			Spec: apiregv1.APIServiceSpec{
 				Service:              &apiregv1.ServiceReference{Namespace: t.Namespace, Name: t.Name, Port: ptr.To(t.Port)},
-				Group:                subresource.Group,
-				Version:              v,
+				Group:                gv.Group,
+				Version:              gv.Version,
 				CABundle:             t.CABundle,
 				GroupPriorityMinimum: 1000,
 				VersionPriority:      15,
@@ -167,8 +192,8 @@ func applyEndpointSlice(ctx context.Context, c kubernetes.Interface, want *disco
 }
 
 // WaitAPIServiceAvailable returns once the aggregator reports every
-// subresources.kubevirt.io APIService Available, i.e. it reached virt-api
-// and read its discovery; until then `virtctl` would get 503s.
+// APIService of virt-api Available, i.e. it reached virt-api and read its
+// discovery; until then `virtctl` would get 503s.
 func WaitAPIServiceAvailable(ctx context.Context, cfg *rest.Config, timeout time.Duration) error {
 	agg, err := aggregator.NewForConfig(cfg)
 	if err != nil {
@@ -181,8 +206,8 @@ func WaitAPIServiceAvailable(ctx context.Context, cfg *rest.Config, timeout time
 	var why string
 	for {
 		why = ""
-		for _, v := range subresource.Versions {
-			name := v + "." + subresource.Group
+		for _, gv := range groupVersions() {
+			name := apiServiceName(gv)
 			as, err := agg.ApiregistrationV1().APIServices().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				why = err.Error()

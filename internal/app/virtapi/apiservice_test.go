@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
+	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggfake "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset/fake"
 )
 
@@ -41,12 +42,17 @@ func TestRegisterAPIServiceEmbedded(t *testing.T) {
 		t.Errorf("EndpointSlice %+v, want ready 192.0.2.2:2222 for service virt-api, port https", sl)
 	}
 	list, _ := agg.ApiregistrationV1().APIServices().List(ctx, metav1.ListOptions{})
-	if len(list.Items) != 2 {
-		t.Fatalf("%d APIServices, want v1 and v1alpha3", len(list.Items))
+	want := map[string]string{
+		"v1.subresources.kubevirt.io":       "subresources.kubevirt.io",
+		"v1alpha3.subresources.kubevirt.io": "subresources.kubevirt.io",
+		"v1beta1.upload.cdi.kubevirt.io":    "upload.cdi.kubevirt.io",
+	}
+	if len(list.Items) != len(want) {
+		t.Fatalf("%d APIServices, want %v", len(list.Items), want)
 	}
 	for _, as := range list.Items {
 		sp := as.Spec
-		if sp.Group != "subresources.kubevirt.io" || as.Name != sp.Version+".subresources.kubevirt.io" || sp.Service.Name != "virt-api" ||
+		if sp.Group != want[as.Name] || as.Name != sp.Version+"."+sp.Group || sp.Service.Name != "virt-api" ||
 			sp.Service.Namespace != "kubevirt" || *sp.Service.Port != 443 || string(sp.CABundle) != "ca" ||
 			sp.GroupPriorityMinimum != 1000 || sp.VersionPriority != 15 || sp.InsecureSkipTLSVerify {
 			t.Errorf("APIService %s: %+v", as.Name, sp)
@@ -63,7 +69,13 @@ func TestRegisterAPIServiceEmbedded(t *testing.T) {
 // written, naming it.
 func TestRegisterAPIServiceBehindService(t *testing.T) {
 	ctx := context.Background()
-	c, agg := k8sfake.NewClientset(), aggfake.NewClientset()
+	// The aggregator's own APIService for a CRD of the group (an
+	// UploadTokenRequest CRD of older virtkube) is taken over.
+	crdService := &apiregv1.APIService{
+		ObjectMeta: metav1.ObjectMeta{Name: "v1beta1.upload.cdi.kubevirt.io", Labels: map[string]string{"kube-aggregator.kubernetes.io/automanaged": "true"}},
+		Spec:       apiregv1.APIServiceSpec{Group: "upload.cdi.kubevirt.io", Version: "v1beta1", GroupPriorityMinimum: 1000, VersionPriority: 100},
+	}
+	c, agg := k8sfake.NewClientset(), aggfake.NewClientset(crdService)
 	if err := RegisterAPIService(ctx, c, agg, APITarget{Namespace: "kv", Name: "api", Port: 8443, CABundle: []byte("ca")}); err != nil {
 		t.Fatal(err)
 	}
@@ -73,5 +85,9 @@ func TestRegisterAPIServiceBehindService(t *testing.T) {
 	as, err := agg.ApiregistrationV1().APIServices().Get(ctx, "v1.subresources.kubevirt.io", metav1.GetOptions{})
 	if err != nil || as.Spec.Service.Namespace != "kv" || as.Spec.Service.Name != "api" || *as.Spec.Service.Port != 8443 {
 		t.Errorf("APIService %+v (%v)", as, err)
+	}
+	upload, err := agg.ApiregistrationV1().APIServices().Get(ctx, "v1beta1.upload.cdi.kubevirt.io", metav1.GetOptions{})
+	if err != nil || upload.Spec.Service == nil || upload.Spec.Service.Name != "api" || upload.Labels["kube-aggregator.kubernetes.io/automanaged"] != "" {
+		t.Errorf("upload APIService %+v (%v), want it on Service api without the automanaged label", upload, err)
 	}
 }

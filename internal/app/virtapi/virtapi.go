@@ -1,7 +1,7 @@
 // Package virtapi is the virt-api command: the HTTPS server of KubeVirt's
 // admission webhooks (defaults and validation of VMIs, VMs and VMIRSs, see
-// internal/webhook) and of the aggregated API subresources.kubevirt.io (see
-// internal/subresource), run as a Deployment on a real cluster and inside
+// internal/webhook) and of the aggregated APIs subresources.kubevirt.io and
+// CDI's upload.cdi.kubevirt.io (see internal/subresource), run as a Deployment on a real cluster and inside
 // `virtkube server` (webhooks on loopback, the aggregated API on the node's
 // address).
 package virtapi
@@ -25,6 +25,7 @@ import (
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/subresource"
+	"github.com/virtkube/virtkube/internal/uploadproxy"
 )
 
 // DefaultPort is where virt-api listens on a real cluster, as KubeVirt's
@@ -105,7 +106,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	errs := make(chan error, len(listeners))
 	for _, l := range listeners {
 		go func() { errs <- srv.ServeTLS(l, "", "") }()
-		log.Info("serving admission webhooks and subresources.kubevirt.io", "address", l.Addr().String())
+		log.Info("serving admission webhooks, subresources.kubevirt.io and upload.cdi.kubevirt.io", "address", l.Addr().String())
 	}
 	select {
 	case err := <-errs:
@@ -137,9 +138,10 @@ func (o *Options) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// newSubresourceServer wires subresources.kubevirt.io: a direct client (its
-// reads must be current, as KubeVirt's are), the aggregator's
-// authentication, delegated authorization and, when configured, the way to
+// newSubresourceServer wires subresources.kubevirt.io and
+// upload.cdi.kubevirt.io: a direct client (its reads must be current, as
+// KubeVirt's are), the aggregator's authentication, delegated
+// authorization, the upload token key and, when configured, the way to
 // virt-handler.
 func newSubresourceServer(ctx context.Context, cfg *rest.Config, o *Options) (*subresource.Server, error) {
 	scheme, err := bootstrap.Scheme()
@@ -162,7 +164,10 @@ func newSubresourceServer(ctx context.Context, cfg *rest.Config, o *Options) (*s
 	if err != nil {
 		return nil, fmt.Errorf("virt-api authorization: %w", err)
 	}
-	s := &subresource.Server{Client: c, Authenticator: authn, Authorizer: authz}
+	// Upload tokens are signed with the key the upload proxy verifies by,
+	// read from its Secret at each request (tokens are asked for rarely).
+	keys := uploadproxy.KeyReader{Reader: c, Namespace: bootstrap.KubeVirtNamespace}
+	s := &subresource.Server{Client: c, Authenticator: authn, Authorizer: authz, UploadTokenKey: keys.Key}
 	if o.HandlerTLS.CertFile != "" {
 		if s.Handlers, err = subresource.NewHandlers(c, o.HandlerFallback, o.HandlerTLS); err != nil {
 			return nil, err

@@ -21,7 +21,6 @@ import (
 	"github.com/virtkube/virtkube/internal/controller/vm"
 	"github.com/virtkube/virtkube/internal/controller/vmi"
 	"github.com/virtkube/virtkube/internal/metrics"
-	"github.com/virtkube/virtkube/internal/uploadproxy"
 	"github.com/virtkube/virtkube/internal/version"
 )
 
@@ -143,18 +142,14 @@ func setupControllers(mgr ctrl.Manager, o *Options) error {
 	if err := (&kubevirt.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("KubeVirt CR controller: %w", err)
 	}
-	// CDI's controllers: DataVolumes and upload tokens.
+	// CDI's controllers. (Upload tokens are virt-api's: CDI answers
+	// UploadTokenRequests in its aggregated apiserver.)
 	dataVolumes := &datavolume.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("datavolume-controller")}
 	if err := dataVolumes.SetupWithManager(mgr, o.Workers); err != nil {
 		return fmt.Errorf("DataVolume controller: %w", err)
 	}
 	if err := (&datavolume.UploadClaimReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("upload claim controller: %w", err)
-	}
-	tokens := &uploadproxy.TokenReconciler{Client: mgr.GetClient(),
-		Keys: uploadproxy.KeyReader{Reader: mgr.GetAPIReader(), Namespace: bootstrap.KubeVirtNamespace}}
-	if err := tokens.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("UploadTokenRequest controller: %w", err)
 	}
 	return nil
 }

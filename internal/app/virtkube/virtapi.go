@@ -9,6 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -32,8 +35,9 @@ type virtAPIEmbedding struct {
 // startVirtAPI runs virt-api inside `virtkube server`: a serving certificate
 // from the cluster CA, an HTTPS listener on 127.0.0.1:port (0: any free
 // port, picked at each start) for the admission webhooks, and one on the
-// node's address for the aggregated API subresources.kubevirt.io (the
-// aggregator routes to a Service's endpoints, which cannot be loopback).
+// node's address for the aggregated APIs subresources.kubevirt.io and
+// upload.cdi.kubevirt.io (the aggregator routes to a Service's endpoints,
+// which cannot be loopback).
 // The webhook configurations, the APIServices and the Service's
 // EndpointSlice are rewritten to those addresses and CA, so a restart never
 // leaves them pointing at an old port. The caller waits for
@@ -68,7 +72,7 @@ func startVirtAPI(ctx context.Context, cp *controlplane.ControlPlane, e virtAPIE
 		}
 		extra = append(extra, apiLn)
 	} else {
-		klog.FromContext(ctx).Info("WARNING: no non-loopback address on this machine; subresources.kubevirt.io (virtctl start, stop, console, ...) is not served")
+		klog.FromContext(ctx).Info("WARNING: no non-loopback address on this machine; subresources.kubevirt.io and upload.cdi.kubevirt.io (virtctl start, stop, console, image-upload, ...) are not served")
 	}
 	cfg := cp.RESTConfig()
 	run("virt-api", func() error {
@@ -92,9 +96,35 @@ func startVirtAPI(ctx context.Context, cp *controlplane.ControlPlane, e virtAPIE
 	if err != nil {
 		return false, err
 	}
-	return true, virtapi.RegisterAPIService(ctx, client, agg, virtapi.APITarget{
+	if err := virtapi.RegisterAPIService(ctx, client, agg, virtapi.APITarget{
 		Namespace: bootstrap.KubeVirtNamespace, Endpoint: extra[0].Addr().(*net.TCPAddr), CABundle: ca,
-	})
+	}); err != nil {
+		return true, err
+	}
+	return true, removeUploadTokenCRD(ctx, cfg)
+}
+
+// uploadTokenCRD is the CRD older virtkube served UploadTokenRequests by.
+const uploadTokenCRD = "uploadtokenrequests.upload.cdi.kubevirt.io"
+
+// removeUploadTokenCRD deletes the UploadTokenRequest CRD a data dir of an
+// older virtkube still holds: virt-api answers that group now, and the
+// APIService registered above has already been taken from the aggregator's
+// CRD handling, so nothing but stale token requests goes with it.
+func removeUploadTokenCRD(ctx context.Context, cfg *rest.Config) error {
+	c, err := apiextclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	err = c.ApiextensionsV1().CustomResourceDefinitions().Delete(ctx, uploadTokenCRD, metav1.DeleteOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("delete CRD %s: %w", uploadTokenCRD, err)
+	}
+	klog.FromContext(ctx).Info("CRD deleted; virt-api serves the group", "crd", uploadTokenCRD)
+	return nil
 }
 
 func newVirtAPICommand() *cobra.Command {
@@ -108,10 +138,12 @@ func newVirtAPICommand() *cobra.Command {
 		Long: `virt-api serves the mutating and validating admission webhooks of kubevirt.io
 VirtualMachineInstances, VirtualMachines and VirtualMachineInstanceReplicaSets
 over HTTPS, and the aggregated API subresources.kubevirt.io (start, stop,
-restart, console, vnc, pause, unpause, version). With --register it also
-writes the webhook configurations virt-api-mutator and virt-api-validator and
-the APIServices v1 and v1alpha3.subresources.kubevirt.io, pointing at
---service-name in --service-namespace and trusting --ca-bundle-file.`,
+restart, console, vnc, pause, unpause, version), and CDI's upload.cdi.kubevirt.io
+(UploadTokenRequests, signed with the key of Secret kubevirt/cdi-upload-token-key).
+With --register it also writes the webhook configurations virt-api-mutator and
+virt-api-validator and the APIServices v1 and v1alpha3.subresources.kubevirt.io
+and v1beta1.upload.cdi.kubevirt.io, pointing at --service-name in
+--service-namespace and trusting --ca-bundle-file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
@@ -147,9 +179,8 @@ the APIServices v1 and v1alpha3.subresources.kubevirt.io, pointing at
 	return cmd
 }
 
-// registerService points the webhook configurations and the
-// subresources.kubevirt.io APIServices at the Service in front of the
-// virt-api pods.
+// registerService points the webhook configurations and virt-api's
+// APIServices at the Service in front of the virt-api pods.
 func registerService(ctx context.Context, cfg *rest.Config, caBundleFile string, svc admissionregv1.ServiceReference) error {
 	ca, err := os.ReadFile(caBundleFile)
 	if err != nil {

@@ -2,7 +2,6 @@ package datavolume
 
 import (
 	"errors"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -130,12 +129,4 @@ func claimSize(pvc *corev1.PersistentVolumeClaim) (int64, error) {
 		return 0, errors.New("claim has no spec.resources.requests.storage")
 	}
 	return q.Value(), nil
-}
-
-// progress renders a fraction as CDI does ("45.00%").
-func progress(done, total int64) cdiv1.DataVolumeProgress {
-	if total <= 0 {
-		return "N/A"
-	}
-	return cdiv1.DataVolumeProgress(fmt.Sprintf("%.2f%%", 100*float64(done)/float64(total)))
 }

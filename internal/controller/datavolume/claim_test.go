@@ -79,11 +79,25 @@ func TestClaimFor(t *testing.T) {
 	}
 }
 
-func TestProgress(t *testing.T) {
-	if got := progress(45, 100); got != "45.00%" {
-		t.Errorf("progress(45, 100) = %q", got)
+// A DataVolume's status writes (progress reports, a failed import's
+// restart count) do not wake it; a change of its spec or labels does.
+func TestStatusOnly(t *testing.T) {
+	before := dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, "")
+	before.ResourceVersion, before.Status.Progress = "1", "10.00%"
+	progressed := before.DeepCopy()
+	progressed.ResourceVersion, progressed.Status.Progress = "2", "20.00%"
+	progressed.Status.RestartCount++
+	if !statusOnly(before, progressed) {
+		t.Error("a status write wakes the DataVolume")
 	}
-	if got := progress(1, 0); got != "N/A" {
-		t.Errorf("progress(1, 0) = %q", got)
+	respecced := before.DeepCopy()
+	respecced.Spec.Source = &cdiv1.DataVolumeSource{HTTP: &cdiv1.DataVolumeSourceHTTP{URL: "http://x/disk.img"}}
+	if statusOnly(before, respecced) {
+		t.Error("a spec change is taken for a status write")
+	}
+	relabelled := before.DeepCopy()
+	relabelled.Labels = map[string]string{"a": "b"}
+	if statusOnly(before, relabelled) {
+		t.Error("a label change is taken for a status write")
 	}
 }

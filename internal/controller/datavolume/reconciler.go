@@ -26,8 +26,11 @@ import (
 	"k8s.io/klog/v2"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/virtkube/virtkube/internal/cdi"
@@ -54,11 +57,16 @@ type Reconciler struct {
 }
 
 // SetupWithManager registers the controller; claims wake their DataVolume
-// (the upload proxy reports through the claim).
+// (the upload proxy reports through the claim). A DataVolume's own status
+// writes (this controller's, the import's progress) wake nothing: the
+// controller asks for the passes it needs, and a failed import waits
+// retryAfter for its retry instead of being woken by its own failure.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("datavolume").
-		For(&cdiv1.DataVolume{}).
+		For(&cdiv1.DataVolume{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool { return !statusOnly(e.ObjectOld, e.ObjectNew) },
+		})).
 		Owns(&corev1.PersistentVolumeClaim{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
@@ -116,6 +124,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		return ctrl.Result{}, nil
 	}
 	return r.reconcileImport(ctx, dv, pvc, kind)
+}
+
+// statusOnly reports whether an update of a DataVolume changed nothing
+// but its status.
+func statusOnly(before, after client.Object) bool {
+	a, ok := before.(*cdiv1.DataVolume)
+	b, ok2 := after.(*cdiv1.DataVolume)
+	if !ok || !ok2 {
+		return false
+	}
+	a, b = a.DeepCopy(), b.DeepCopy()
+	for _, dv := range []*cdiv1.DataVolume{a, b} {
+		dv.Status, dv.ResourceVersion, dv.ManagedFields = cdiv1.DataVolumeStatus{}, "", nil
+	}
+	return equality.Semantic.DeepEqual(a, b)
 }
 
 // reconcileClaim creates dv's claim or reads it back; nil with no error
@@ -201,7 +224,7 @@ func (r *Reconciler) reconcileImport(ctx context.Context, dv *cdiv1.DataVolume, 
 		phase = cdiv1.CloneInProgress
 	}
 	if dv.Status.Phase != phase {
-		dv.Status.Phase, dv.Status.Progress = phase, progress(0, 1)
+		dv.Status.Phase, dv.Status.Progress = phase, cdiv1.DataVolumeProgress(cdi.Progress(0, 1))
 		setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionTrue, "Pod is running", "")
 		return ctrl.Result{Requeue: true}, nil
 	}
@@ -215,7 +238,12 @@ func (r *Reconciler) reconcileImport(ctx context.Context, dv *cdiv1.DataVolume, 
 	}
 	ictx, cancel := context.WithTimeout(ctx, importTimeout)
 	defer cancel()
-	if err := r.populate(ictx, dv, dir, size, kind); err != nil {
+	// The one write besides the final one: the import's progress, as
+	// CDI's importer pod reports it while it runs (see
+	// cdi.ProgressReporter). A retry starts again from 0.00%.
+	progress := &cdi.ProgressReporter{Client: r.Client, Namespace: dv.Namespace, Name: dv.Name, Shown: string(dv.Status.Progress)}
+	progress.Report(ictx, cdi.Progress(0, 1))
+	if err := r.populate(ictx, dv, dir, size, kind, progress); err != nil {
 		dv.Status.RestartCount++
 		setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionFalse, "Error", err.Error())
 		r.Recorder.Eventf(dv, corev1.EventTypeWarning, "Error", "Unable to import %s: %v", kind, err)
@@ -232,16 +260,19 @@ func (r *Reconciler) reconcileImport(ctx context.Context, dv *cdiv1.DataVolume, 
 	return ctrl.Result{}, nil
 }
 
-// populate writes dv's source into dir as disk.img of size bytes.
-func (r *Reconciler) populate(ctx context.Context, dv *cdiv1.DataVolume, dir string, size int64, kind string) error {
+// populate writes dv's source into dir as disk.img of size bytes,
+// reporting how far it has got: an http source by the bytes downloaded of
+// its Content-Length (compressed bytes, for a compressed image), a
+// registry image and a clone by qemu-img's progress converting the disk.
+func (r *Reconciler) populate(ctx context.Context, dv *cdiv1.DataVolume, dir string, size int64, kind string, progress *cdi.ProgressReporter) error {
 	src := dv.Spec.Source
 	switch kind {
 	case sourceBlank:
 		return cdi.Blank(dir, size)
 	case sourceHTTP:
-		return r.download(ctx, src.HTTP.URL, dir, size)
+		return r.download(ctx, src.HTTP.URL, dir, size, progress)
 	case sourceRegistry:
-		return pullDisk(ctx, *src.Registry.URL, dir, size)
+		return pullDisk(ctx, *src.Registry.URL, dir, size, progress.Percent(ctx))
 	case sourcePVC:
 		ns := src.PVC.Namespace
 		if ns == "" {
@@ -255,12 +286,12 @@ func (r *Reconciler) populate(ctx context.Context, dv *cdiv1.DataVolume, dir str
 		if err != nil {
 			return fmt.Errorf("spec.source.pvc %s/%s: %w", ns, src.PVC.Name, err)
 		}
-		return cdi.Clone(ctx, srcDir, dir, size)
+		return cdi.Clone(ctx, srcDir, dir, size, progress.Percent(ctx))
 	}
 	return fmt.Errorf("source %s cannot be imported", kind)
 }
 
-func (r *Reconciler) download(ctx context.Context, url, dir string, size int64) error {
+func (r *Reconciler) download(ctx context.Context, url, dir string, size int64, progress *cdi.ProgressReporter) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("spec.source.http.url %q: %w", url, err)
@@ -277,13 +308,14 @@ func (r *Reconciler) download(ctx context.Context, url, dir string, size int64) 
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("download %s: %s", url, resp.Status)
 	}
-	_, err = cdi.Import(ctx, dir, resp.Body, size)
+	_, err = cdi.Import(ctx, dir, progress.Reader(ctx, resp.Body, resp.ContentLength), size)
 	return err
 }
 
 // pullDisk pulls a containerDisk image into a scratch store and imports
 // its disk; the store goes afterwards (nothing is cached between imports).
-func pullDisk(ctx context.Context, url, dir string, size int64) error {
+// progress, when not nil, follows the conversion of the disk.
+func pullDisk(ctx context.Context, url, dir string, size int64, progress func(percent float64)) error {
 	ref, ok := strings.CutPrefix(url, "docker://")
 	if !ok {
 		return fmt.Errorf("spec.source.registry.url %q: want docker://<image>", url)
@@ -305,7 +337,7 @@ func pullDisk(ctx context.Context, url, dir string, size int64) error {
 	if err != nil {
 		return fmt.Errorf("spec.source.registry.url: %w", err)
 	}
-	return cdi.ImportFile(ctx, dir, disk, size)
+	return cdi.ImportFile(ctx, dir, disk, size, progress)
 }
 
 // fail marks dv Failed for a reason the user must fix; it is not retried
@@ -319,7 +351,7 @@ func (r *Reconciler) fail(dv *cdiv1.DataVolume, err error) (ctrl.Result, error) 
 }
 
 func succeed(dv *cdiv1.DataVolume) {
-	dv.Status.Phase, dv.Status.Progress = cdiv1.Succeeded, "100.0%"
+	dv.Status.Phase, dv.Status.Progress = cdiv1.Succeeded, cdi.ProgressDone
 	setCondition(dv, cdiv1.DataVolumeBound, corev1.ConditionTrue, "Bound", "PVC "+dv.Name+" Bound")
 	setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionFalse, "Completed", "")
 	setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionTrue, "", "")
