@@ -101,6 +101,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err != nil {
 		return r.fail(dv, err)
 	}
+	if kind == sourcePVC {
+		if res, err := r.reconcileCloneSource(ctx, dv); err != nil || !res.IsZero() {
+			return res, err
+		}
+	}
 	pvc, err := r.reconcileClaim(ctx, dv, kind)
 	if err != nil {
 		return ctrl.Result{}, err
