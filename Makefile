@@ -21,12 +21,14 @@ LDFLAGS := -s -w \
 BIN ?= bin
 
 # Names virtkube answers to when called through a link (see cmd/virtkube).
-LINKS := kubectl virt-api virt-controller virt-handler virt-launcher
+LINKS := kubectl virt-api virt-controller virt-handler
 
 .PHONY: build generate test clean
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/virtkube ./cmd/virtkube
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/virtctl ./cmd/virtctl
+	@rm -f $(BIN)/virt-launcher # a link to virtkube before it was a program of its own
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/virt-launcher ./cmd/virt-launcher
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/container-disk ./cmd/container-disk
 	@for l in $(LINKS); do ln -sf virtkube $(BIN)/$$l; done
 	@ln -sf virtctl $(BIN)/kubectl-virt

@@ -610,23 +610,26 @@ func (w *podWorker) startContainer(pod *corev1.Pod, c *container) {
 // launcherArgv is the command line of a launcher container run from the
 // virtkube binary: the image's /usr/bin is the directory of the virtkube
 // binary, where the programs virtkube is not are installed next to it
-// (container-disk); the others are virtkube's subcommands. virt-launcher
-// gets --private-libvirt (launchers share this machine's filesystem) and,
-// when capsCache is set, --qemu-capabilities-cache: the node's launchers
-// share libvirt's probe of QEMU.
+// (container-disk, and virt-launcher: a small binary of its own, so a pod
+// does not map and initialise all of virtkube); the others are virtkube's
+// subcommands. virt-launcher gets --private-libvirt (launchers share this
+// machine's filesystem) and, when capsCache is set,
+// --qemu-capabilities-cache: the node's launchers share libvirt's probe of
+// QEMU.
 func launcherArgv(spec *corev1.Container, binary, capsCache string) ([]string, error) {
 	cmd := append(append([]string{}, spec.Command...), spec.Args...)
 	if len(spec.Command) == 0 {
 		return nil, fmt.Errorf("container %s: a launcher container needs a command (the image's binary, e.g. /usr/bin/virt-launcher)", spec.Name)
 	}
-	if sibling := filepath.Join(filepath.Dir(binary), path.Base(cmd[0])); isProgram(sibling) {
-		return append([]string{sibling}, cmd[1:]...), nil
+	name := path.Base(cmd[0])
+	argv := append([]string{binary, name}, cmd[1:]...)
+	if sibling := filepath.Join(filepath.Dir(binary), name); isProgram(sibling) {
+		argv = append([]string{sibling}, cmd[1:]...)
 	}
-	argv := append([]string{binary, path.Base(cmd[0])}, cmd[1:]...)
-	if argv[1] == "virt-launcher" && !slices.Contains(argv, "--private-libvirt") {
+	if name == "virt-launcher" && !slices.Contains(argv, "--private-libvirt") {
 		argv = append(argv, "--private-libvirt")
 	}
-	if argv[1] == "virt-launcher" && capsCache != "" && !slices.ContainsFunc(argv, func(a string) bool { return strings.HasPrefix(a, "--qemu-capabilities-cache") }) {
+	if name == "virt-launcher" && capsCache != "" && !slices.ContainsFunc(argv, func(a string) bool { return strings.HasPrefix(a, "--qemu-capabilities-cache") }) {
 		argv = append(argv, "--qemu-capabilities-cache="+capsCache)
 	}
 	return argv, nil

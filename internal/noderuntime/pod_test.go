@@ -180,6 +180,19 @@ func TestLauncherArgv(t *testing.T) {
 	if want := []string{virtkube, "virt-launcher", "--private-libvirt", "--qemu-capabilities-cache=/kr/qemu-capabilities"}; err != nil || !slices.Equal(got, want) {
 		t.Errorf("compute argv = %v, %v; want %v", got, err, want)
 	}
+
+	// `make build` installs virt-launcher as a program of its own.
+	launcher := filepath.Join(bin, "virt-launcher")
+	if err := os.Remove(launcher); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(launcher, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err = launcherArgv(&pod.Spec.Containers[0], virtkube, "/kr/qemu-capabilities")
+	if want := []string{launcher, "--private-libvirt", "--qemu-capabilities-cache=/kr/qemu-capabilities"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("compute argv with a virt-launcher program = %v, %v; want %v", got, err, want)
+	}
 }
 
 func TestMounts(t *testing.T) {
