@@ -76,6 +76,9 @@ func TestConvertSeedVMI(t *testing.T) {
 		`<log file="/var/run/kubevirt/sockets/serial0.log" append="on">`,
 		`<listen type="socket" socket="/var/run/kubevirt/sockets/vnc">`,
 		`<memballoon model="virtio">`,
+		`<tb-cache unit="MiB">16</tb-cache>`,
+		`<rom enabled="no">`,
+		`<controller type="usb" index="0" model="none">`,
 	} {
 		if !strings.Contains(xml, want) {
 			t.Errorf("domain XML lacks %s\n%s", want, xml)
@@ -121,6 +124,9 @@ func TestConvertSeedWindowsTemplate(t *testing.T) {
 	}
 	if d.Type != "kvm" || d.CPU.Mode != "host-model" {
 		t.Errorf("type/cpu mode = %s/%s, want kvm/host-model", d.Type, d.CPU.Mode)
+	}
+	if d.Features.TCG != nil {
+		t.Errorf("a KVM domain has a TCG translation cache: %+v", d.Features.TCG)
 	}
 	if d.VCPU.Value != 4 || d.CPU.Topology.Cores != 4 || d.CPU.Topology.Sockets != 1 {
 		t.Errorf("vcpu = %d, topology %+v", d.VCPU.Value, d.CPU.Topology)
@@ -197,5 +203,41 @@ func TestGraphicsAndSerialCanBeTurnedOff(t *testing.T) {
 	}
 	if d.Devices.MemBalloon == nil || d.Devices.MemBalloon.Model != "none" {
 		t.Errorf("balloon = %+v, want model none", d.Devices.MemBalloon)
+	}
+}
+
+// A NIC the guest boots from keeps its option ROM (iPXE); others lose it.
+func TestNICBootROMOnlyWhenBootedFrom(t *testing.T) {
+	vmi := decode(t, `  domain:
+    resources: {requests: {memory: 64Mi}}
+    devices:
+      interfaces: [{name: a, bridge: {}, bootOrder: 1}, {name: b, bridge: {}}]
+  networks: [{name: a, pod: {}}, {name: b, multus: {networkName: x}}]
+`)
+	d, err := Convert(vmi, Context{Interfaces: map[string]InterfaceBackend{"a": {TapDevice: "tap0"}, "b": {TapDevice: "tap1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Devices.Interfaces); n != 2 {
+		t.Fatalf("%d interfaces, want 2", n)
+	}
+	if a := d.Devices.Interfaces[0]; a.ROM != nil || a.Boot == nil || a.Boot.Order != 1 {
+		t.Errorf("boot NIC: rom %+v, boot %+v; want its ROM and boot order 1", a.ROM, a.Boot)
+	}
+	if b := d.Devices.Interfaces[1]; b.ROM == nil || b.ROM.Enabled != "no" {
+		t.Errorf("other NIC: rom %+v; want enabled=no", b.ROM)
+	}
+}
+
+// A USB tablet keeps libvirt's USB controller.
+func TestUSBControllerOnlyWhenUsed(t *testing.T) {
+	d, err := Convert(decode(t, "  domain: {resources: {requests: {memory: 64Mi}}, devices: {inputs: [{name: t, type: tablet}]}}\n"), Context{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range d.Devices.Controllers {
+		if c.Type == "usb" {
+			t.Errorf("a VMI with a USB tablet has usb controller %+v; want libvirt's default", c)
+		}
 	}
 }

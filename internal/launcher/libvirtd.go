@@ -75,6 +75,38 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 `
 
+// driverDirs are where distributions install libvirt's driver modules.
+var driverDirs = []string{
+	"/usr/lib/x86_64-linux-gnu/libvirt/connection-driver",
+	"/usr/lib/aarch64-linux-gnu/libvirt/connection-driver",
+	"/usr/lib64/libvirt/connection-driver",
+	"/usr/lib/libvirt/connection-driver",
+}
+
+// qemuDriverOnly makes a driver directory under dir that holds only
+// libvirt's QEMU driver, for LIBVIRT_DRIVER_DIR. libvirtd loads every driver
+// it finds; a launcher needs none of the others (its taps are made by
+// virt-handler, its disks are files and devices), and they cost each pod's
+// daemon start CPU and memory and log errors (dnsmasq, D-Bus, udev): 0.12 →
+// 0.07 CPU-seconds, 18 → 13 MiB PSS (SPECIFICATION 9).
+func qemuDriverOnly(dir string) (string, error) {
+	const module = "libvirt_driver_qemu.so"
+	for _, d := range driverDirs {
+		src := filepath.Join(d, module)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		out := filepath.Join(dir, "drivers")
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return "", err
+		}
+		link := filepath.Join(out, module)
+		_ = os.Remove(link)
+		return out, os.Symlink(src, link)
+	}
+	return "", fmt.Errorf("%s not found in %v", module, driverDirs)
+}
+
 // StartDaemon starts libvirtd and returns once its socket answers.
 func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 	if opts.Binary == "" {
@@ -128,6 +160,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (*Daemon, error) {
 	} else {
 		cmd = exec.Command(bin, args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	if dir, err := qemuDriverOnly(opts.Dir); err == nil {
+		cmd.Env = append(os.Environ(), "LIBVIRT_DRIVER_DIR="+dir)
 	}
 	// The daemon dies with the launcher.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
