@@ -15,8 +15,9 @@ import (
 // cgroupRoot is where the cgroup filesystems are mounted.
 var cgroupRoot = "/sys/fs/cgroup"
 
-// v1Controllers are the cgroup v1 hierarchies a pod gets a group in.
-var v1Controllers = []string{"memory", "cpu", "pids"}
+// v1Controllers are the cgroup v1 hierarchies a pod gets a group in;
+// cpuacct counts the pod's CPU time, as kubelet's pod groups do.
+var v1Controllers = []string{"memory", "cpu", "cpuacct", "pids"}
 
 // podCgroup is a pod's cgroup: under cgroup v2 one directory
 // <root>/virtkube/<uid>; under cgroup v1 one such directory per controller.
@@ -33,10 +34,16 @@ func newPodCgroup(uid types.UID) podCgroup {
 		return podCgroup{v2: true, dirs: []string{filepath.Join(cgroupRoot, "virtkube", string(uid))}}
 	}
 	var c podCgroup
+	seen := map[string]bool{}
 	for _, ctrl := range v1Controllers {
-		if _, err := os.Stat(filepath.Join(cgroupRoot, ctrl)); err == nil {
-			c.dirs = append(c.dirs, filepath.Join(cgroupRoot, ctrl, "virtkube", string(uid)))
+		// Co-mounted controllers (cpu,cpuacct) are one hierarchy behind
+		// two links: one group there.
+		h, err := filepath.EvalSymlinks(filepath.Join(cgroupRoot, ctrl))
+		if err != nil || seen[h] {
+			continue
 		}
+		seen[h] = true
+		c.dirs = append(c.dirs, filepath.Join(cgroupRoot, ctrl, "virtkube", string(uid)))
 	}
 	return c
 }

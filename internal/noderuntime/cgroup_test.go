@@ -44,8 +44,14 @@ func TestLimitsOf(t *testing.T) {
 // controller, with its limits written.
 func TestPodCgroupV1(t *testing.T) {
 	root := t.TempDir()
-	for _, c := range []string{"memory", "cpu", "pids"} {
+	for _, c := range []string{"memory", "cpu,cpuacct", "pids"} {
 		if err := os.MkdirAll(filepath.Join(root, c), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// cpu and cpuacct co-mounted, as many distributions do: one group.
+	for _, l := range []string{"cpu", "cpuacct"} {
+		if err := os.Symlink("cpu,cpuacct", filepath.Join(root, l)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -35,6 +35,7 @@ type burst struct {
 	guest      string // halt or linux
 	image      string
 	memory     resource.Quantity
+	cpu        *resource.Quantity // nil: the server's default
 	podNetwork bool
 	grace      int64 // terminationGracePeriodSeconds
 	timeout    time.Duration
@@ -44,6 +45,9 @@ type burst struct {
 type vmiTimes struct {
 	created, scheduled, running, ready, deleted, gone time.Time
 	podUID                                            types.UID
+	// podCPU is the CPU seconds of the launcher pod's cgroup, last read
+	// before the cgroup went with the pod.
+	podCPU float64
 }
 
 // run creates n VMIs at once in a fresh namespace, follows them to Running
@@ -109,22 +113,43 @@ func (b burst) run(ctx context.Context, t target, n, runNo int) (*Result, error)
 				t.checkSerialLogs(vmis, time.Now())
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("VMIs not up: %w", ctx.Err())
+			var scheduled, running int
+			for _, v := range vmis {
+				if !v.scheduled.IsZero() {
+					scheduled++
+				}
+				if !v.running.IsZero() {
+					running++
+				}
+			}
+			return nil, fmt.Errorf("VMIs not up (%d of %d Scheduled, %d Running; `kubectl describe` one in namespace %s): %w", scheduled, n, running, ns.Name, ctx.Err())
 		}
 	}
 
 	r := &Result{Guest: b.guest, N: n, Run: runNo, samples: map[string][]float64{}}
 	guestMiB := float64(b.memory.Value()) / (1 << 20)
 	for _, v := range vmis {
-		pss, err := podPSS(v.podUID)
+		pss, byProcess, err := podPSS(v.podUID)
 		if err != nil {
 			return nil, err
 		}
 		r.samples["pss"] = append(r.samples["pss"], pss)
 		r.samples["overhead"] = append(r.samples["overhead"], pss-guestMiB)
+		for comm, x := range byProcess {
+			r.samples[pssPrefix+comm] = append(r.samples[pssPrefix+comm], x.pss)
+			r.samples[cpuPrefix+comm] = append(r.samples[cpuPrefix+comm], x.cpu)
+		}
 	}
 
 	// Down: delete them all at once.
+	readPodCPU := func() {
+		for _, v := range vmis {
+			if x, err := podCPU(v.podUID); err == nil {
+				v.podCPU = x
+			}
+		}
+	}
+	readPodCPU()
 	for name, v := range vmis {
 		v.deleted = time.Now()
 		obj := &virtv1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: name}}
@@ -150,6 +175,7 @@ func (b burst) run(ctx context.Context, t target, n, runNo int) (*Result, error)
 				return nil, err
 			}
 		case <-recheck.C:
+			readPodCPU()
 			// A watch that broke may have missed a deletion.
 			for name, v := range vmis {
 				err := t.client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: name}, &virtv1.VirtualMachineInstance{})
@@ -167,7 +193,9 @@ func (b burst) run(ctx context.Context, t target, n, runNo int) (*Result, error)
 	}
 
 	first, last := time.Time{}, time.Time{}
+	var podCPUSum float64
 	for _, v := range vmis {
+		podCPUSum += v.podCPU
 		r.samples["scheduled"] = append(r.samples["scheduled"], v.scheduled.Sub(v.created).Seconds())
 		r.samples["running"] = append(r.samples["running"], v.running.Sub(v.created).Seconds())
 		if !v.ready.IsZero() {
@@ -184,18 +212,23 @@ func (b burst) run(ctx context.Context, t target, n, runNo int) (*Result, error)
 	r.summarize()
 	r.RunningPerSecond = float64(n) / last.Sub(first).Seconds()
 	r.ServerCPUPerVMI = (cpu1 - cpu0) / float64(n)
+	r.PodCPUPerVMI = podCPUSum / float64(n)
 	return r, nil
 }
 
 // vmi is the burst's VMI: the guest's containerDisk on virtio, the given
 // memory, the pod network unless turned off.
 func (b burst) vmi(ns, name string) *virtv1.VirtualMachineInstance {
+	requests := corev1.ResourceList{corev1.ResourceMemory: b.memory}
+	if b.cpu != nil {
+		requests[corev1.ResourceCPU] = *b.cpu
+	}
 	return &virtv1.VirtualMachineInstance{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: virtv1.VirtualMachineInstanceSpec{
 			TerminationGracePeriodSeconds: ptr.To(b.grace),
 			Domain: virtv1.DomainSpec{
-				Resources: virtv1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: b.memory}},
+				Resources: virtv1.ResourceRequirements{Requests: requests},
 				Devices: virtv1.Devices{AutoattachPodInterface: ptr.To(b.podNetwork), Disks: []virtv1.Disk{{Name: "root",
 					DiskDevice: virtv1.DiskDevice{Disk: &virtv1.DiskTarget{Bus: virtv1.DiskBusVirtio}}}}},
 			},
@@ -266,33 +299,82 @@ func (t target) checkSerialLogs(vmis map[string]*vmiTimes, now time.Time) {
 	}
 }
 
-// podPSS is the PSS, in MiB, of every process in the pod's cgroup (the
-// node runtime puts each pod in <hierarchy>/virtkube/<pod uid>).
-func podPSS(uid types.UID) (float64, error) {
-	var procs []byte
+// podCgroupFile is file in the launcher pod's cgroup (the node runtime puts
+// each pod in <hierarchy>/virtkube/<pod uid>), from the first of the
+// hierarchies that has it.
+func podCgroupFile(uid types.UID, file string, hierarchies ...string) ([]byte, error) {
 	var err error
-	for _, h := range []string{"memory", "pids", "cpu", "systemd", "unified", ""} {
-		if procs, err = os.ReadFile(filepath.Join("/sys/fs/cgroup", h, "virtkube", string(uid), "cgroup.procs")); err == nil {
-			break
+	for _, h := range hierarchies {
+		var b []byte
+		if b, err = os.ReadFile(filepath.Join("/sys/fs/cgroup", h, "virtkube", string(uid), file)); err == nil {
+			return b, nil
 		}
 	}
+	return nil, fmt.Errorf("cgroup of pod %s: %w", uid, err)
+}
+
+// pssPrefix and cpuPrefix mark the samples of one process name's PSS and
+// CPU time.
+const (
+	pssPrefix = "pss:"
+	cpuPrefix = "cpu:"
+)
+
+// processUse is what the processes of one name in a pod use.
+type processUse struct {
+	pss float64 // MiB
+	cpu float64 // seconds so far
+}
+
+// podPSS is the PSS, in MiB, of every process in the pod's cgroup, in total,
+// and the PSS and CPU time so far by process name.
+func podPSS(uid types.UID) (float64, map[string]processUse, error) {
+	procs, err := podCgroupFile(uid, "cgroup.procs", "memory", "pids", "cpu", "systemd", "unified", "")
 	if err != nil {
-		return 0, fmt.Errorf("cgroup of pod %s: %w", uid, err)
+		return 0, nil, err
 	}
-	var kib float64
+	var total float64
+	byProcess := map[string]processUse{}
 	for _, pid := range strings.Fields(string(procs)) {
+		n, _ := strconv.Atoi(pid)
 		body, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
-		if err != nil {
+		comm, err2 := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+		cpu, err3 := processCPU(n)
+		if err != nil || err2 != nil || err3 != nil {
 			continue // exited meanwhile
 		}
+		u := byProcess[strings.TrimSpace(string(comm))]
+		u.cpu += cpu
 		for _, line := range strings.Split(string(body), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-				x, _ := strconv.ParseFloat(f[1], 64)
-				kib += x
+				kib, _ := strconv.ParseFloat(f[1], 64)
+				total += kib / 1024
+				u.pss += kib / 1024
 			}
 		}
+		byProcess[strings.TrimSpace(string(comm))] = u
 	}
-	return kib / 1024, nil
+	return total, byProcess, nil
+}
+
+// podCPU is the CPU seconds the pod's processes used so far: cpuacct.usage
+// (ns) under cgroup v1, cpu.stat's usage_usec under v2.
+func podCPU(uid types.UID) (float64, error) {
+	if b, err := podCgroupFile(uid, "cpuacct.usage", "cpuacct", "cpu,cpuacct"); err == nil {
+		ns, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+		return ns / 1e9, err
+	}
+	b, err := podCgroupFile(uid, "cpu.stat", "")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "usage_usec" {
+			us, err := strconv.ParseFloat(f[1], 64)
+			return us / 1e6, err
+		}
+	}
+	return 0, fmt.Errorf("cgroup of pod %s: no usage_usec in cpu.stat", uid)
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).

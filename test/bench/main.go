@@ -24,11 +24,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	virtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/handler"
@@ -41,6 +43,7 @@ type options struct {
 	runs                    int
 	guest                   string
 	memory                  string
+	cpu                     string
 	podNetwork              bool
 	grace                   int64
 	timeout                 time.Duration
@@ -50,6 +53,7 @@ type options struct {
 }
 
 func main() {
+	ctrllog.SetLogger(logr.Discard()) // the client's own log; errors come back as values
 	o := options{}
 	sizes := "1,10,50"
 	// A flag set of its own: imported packages register flags (kubeconfig)
@@ -62,6 +66,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 1, "bursts of each size")
 	flag.StringVar(&o.guest, "guest", "halt", "guest: halt (a boot sector that halts) or linux (the test guest; adds create→guest-ready)")
 	flag.StringVar(&o.memory, "memory", "128Mi", "guest memory")
+	flag.StringVar(&o.cpu, "cpu", "", "the VMIs' CPU request (resources.requests.cpu); empty leaves it to the server: 100m per vCPU by KubeVirt's default cpuAllocationRatio, so a 2-core node holds 20 VMIs")
 	flag.BoolVar(&o.podNetwork, "pod-network", true, "give the VMIs the pod network (KubeVirt's default interface)")
 	flag.Int64Var(&o.grace, "grace", -1, "terminationGracePeriodSeconds of the VMIs (default: 0 for halt, which cannot answer the ACPI power button, so delete→gone is a kill; 30 for linux)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "limit of one burst")
@@ -188,6 +193,14 @@ func prepare(ctx context.Context, o options, kubeconfig string, pid int) (target
 	if err != nil {
 		return fail(fmt.Errorf("--memory: %w", err))
 	}
+	var cpu *resource.Quantity
+	if o.cpu != "" {
+		q, err := resource.ParseQuantity(o.cpu)
+		if err != nil {
+			return fail(fmt.Errorf("--cpu: %w", err))
+		}
+		cpu = &q
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return fail(err)
@@ -235,7 +248,7 @@ func prepare(ctx context.Context, o options, kubeconfig string, pid int) (target
 		grace = map[string]int64{"halt": 0, "linux": 30}[o.guest]
 	}
 	t := target{client: c, kubeletRoot: root, serverPID: pid}
-	return t, burst{guest: o.guest, image: image, memory: mem, podNetwork: o.podNetwork, grace: grace, timeout: o.timeout}, cleanup, nil
+	return t, burst{guest: o.guest, image: image, memory: mem, cpu: cpu, podNetwork: o.podNetwork, grace: grace, timeout: o.timeout}, cleanup, nil
 }
 
 func parseSizes(s string) ([]int, error) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -58,6 +59,13 @@ type Result struct {
 	// ServerCPUPerVMI is the CPU time of the server process from before
 	// the first create to the last VMI gone, divided by N.
 	ServerCPUPerVMI float64 `json:"serverCPUSecondsPerVMI"`
+	// PodCPUPerVMI is the mean CPU time of a launcher pod's processes
+	// (virt-launcher, libvirtd, QEMU, container-disk) over its life.
+	PodCPUPerVMI float64 `json:"podCPUSecondsPerVMI"`
+	// PSSByProcess splits PodPSS by process name (comm); CPUByProcess is
+	// the CPU seconds of each process name once the VMIs were up.
+	PSSByProcess map[string]Summary `json:"podPSSMiBByProcess,omitempty"`
+	CPUByProcess map[string]Summary `json:"podCPUSecondsByProcessWhenUp,omitempty"`
 	// samples keep the raw latencies so runs can be pooled.
 	samples map[string][]float64
 }
@@ -81,17 +89,19 @@ func Pool(runs []*Result) *Result {
 		return nil
 	}
 	p := &Result{Label: "all", Guest: runs[0].Guest, N: runs[0].N, samples: map[string][]float64{}}
-	var rates, cpus []float64
+	var rates, cpus, podCPUs []float64
 	for _, r := range runs {
 		for k, xs := range r.samples {
 			p.samples[k] = append(p.samples[k], xs...)
 		}
 		rates = append(rates, r.RunningPerSecond)
 		cpus = append(cpus, r.ServerCPUPerVMI)
+		podCPUs = append(podCPUs, r.PodCPUPerVMI)
 	}
 	p.summarize()
 	p.RunningPerSecond = Summarize(rates).P50
 	p.ServerCPUPerVMI = Summarize(cpus).P50
+	p.PodCPUPerVMI = Summarize(podCPUs).P50
 	return p
 }
 
@@ -103,6 +113,21 @@ func (r *Result) summarize() {
 	r.DeleteToGone = Summarize(r.samples["gone"])
 	r.PodPSS = Summarize(r.samples["pss"])
 	r.Overhead = Summarize(r.samples["overhead"])
+	r.PSSByProcess, r.CPUByProcess = byName(r.samples, pssPrefix), byName(r.samples, cpuPrefix)
+}
+
+// byName summarises the samples whose key is prefix + a process name.
+func byName(samples map[string][]float64, prefix string) map[string]Summary {
+	var out map[string]Summary
+	for k, xs := range samples {
+		if comm, ok := strings.CutPrefix(k, prefix); ok {
+			if out == nil {
+				out = map[string]Summary{}
+			}
+			out[comm] = Summarize(xs)
+		}
+	}
+	return out
 }
 
 // WriteTable prints results for people.
@@ -128,9 +153,17 @@ func WriteTable(w io.Writer, results []*Result) error {
 			row(l.name, l.get(r), "s")
 		}
 		row("launcher pod PSS", r.PodPSS, " MiB")
+		for _, comm := range slices.Sorted(maps.Keys(r.PSSByProcess)) {
+			row("  PSS of "+comm, r.PSSByProcess[comm], " MiB")
+		}
 		row("pod PSS − guest RAM", r.Overhead, " MiB")
+		for _, comm := range slices.Sorted(maps.Keys(r.CPUByProcess)) {
+			row("  CPU of "+comm+" when up", r.CPUByProcess[comm], "s")
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\tVMIs/s to Running\t%.2f\t\t\t\t\n", r.Guest, r.N, run, r.RunningPerSecond)
 		fmt.Fprintf(tw, "%s\t%d\t%s\tserver CPU-s per VMI\t%.2f\t\t\t\t\n", r.Guest, r.N, run, r.ServerCPUPerVMI)
+		fmt.Fprintf(tw, "%s\t%d\t%s\tpod CPU-s per VMI\t%.2f\t\t\t\t\n", r.Guest, r.N, run, r.PodCPUPerVMI)
+		fmt.Fprintf(tw, "%s\t%d\t%s\tall CPU-s per VMI\t%.2f\t\t\t\t\n", r.Guest, r.N, run, r.ServerCPUPerVMI+r.PodCPUPerVMI)
 	}
 	return tw.Flush()
 }
@@ -160,6 +193,7 @@ var comparisons = []struct {
 	{"delete→gone P50", func(r *Result) float64 { return r.DeleteToGone.P50 }},
 	{"launcher pod PSS P50", func(r *Result) float64 { return r.PodPSS.P50 }},
 	{"server CPU-s per VMI", func(r *Result) float64 { return r.ServerCPUPerVMI }},
+	{"all CPU-s per VMI", func(r *Result) float64 { return r.ServerCPUPerVMI + r.PodCPUPerVMI }},
 }
 
 // NewPair computes the B/A ratios of a and b; a figure A lacks (zero) is

@@ -69,6 +69,22 @@ type PodConfig struct {
 	LauncherImage string
 	// LauncherCommand starts virt-launcher inside LauncherImage.
 	LauncherCommand []string
+	// CPUAllocationRatio is the KubeVirt CR's
+	// developerConfiguration.cpuAllocationRatio: a VMI that requests no
+	// CPU gets 1/ratio of a CPU per vCPU. 0 means KubeVirt's default.
+	CPUAllocationRatio int
+}
+
+// DefaultCPUAllocationRatio is KubeVirt's: 100m per vCPU.
+const DefaultCPUAllocationRatio = 10
+
+// cpuRequest is what the launcher pod requests of CPU for vmi when the VMI
+// says nothing: vCPUs / ratio cores, as KubeVirt computes it.
+func cpuRequest(vmi *virtv1.VirtualMachineInstance, ratio int) resource.Quantity {
+	if ratio <= 0 {
+		ratio = DefaultCPUAllocationRatio
+	}
+	return *resource.NewMilliQuantity(int64(vmispec.VCPUs(vmi))*1000/int64(ratio), resource.DecimalSI)
 }
 
 // Launcher memory overhead, the memory a launcher pod needs beyond the
@@ -114,7 +130,7 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 	if cpu, ok := vmi.Spec.Domain.Resources.Requests[corev1.ResourceCPU]; ok {
 		requests[corev1.ResourceCPU] = cpu
 	} else {
-		requests[corev1.ResourceCPU] = resource.MustParse("100m")
+		requests[corev1.ResourceCPU] = cpuRequest(vmi, cfg.CPUAllocationRatio)
 	}
 	var limits corev1.ResourceList
 	if cpu, ok := vmi.Spec.Domain.Resources.Limits[corev1.ResourceCPU]; ok {

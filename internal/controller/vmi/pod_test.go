@@ -211,6 +211,34 @@ func TestLauncherOverhead(t *testing.T) {
 	}
 }
 
+// CPU requests as KubeVirt's: vCPUs / cpuAllocationRatio unless the VMI
+// asks for some.
+func TestLauncherPodCPURequest(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spec  string
+		ratio int
+		want  string
+	}{
+		{"1 vCPU, default ratio", "domain: {resources: {requests: {memory: 1Gi}}}", 0, "100m"},
+		{"4 cores, default ratio", "domain: {cpu: {cores: 4}, resources: {requests: {memory: 1Gi}}}", 0, "400m"},
+		{"4 cores, ratio 50", "domain: {cpu: {cores: 4}, resources: {requests: {memory: 1Gi}}}", 50, "80m"},
+		{"the VMI's own request", "domain: {cpu: {cores: 4}, resources: {requests: {memory: 1Gi, cpu: 1500m}}}", 50, "1500m"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vmi := decodeVMI(t, "metadata: {name: x, namespace: default}\nspec: {"+tc.spec+"}")
+			pod, err := LauncherPod(vmi, PodConfig{LauncherImage: testPods.LauncherImage, LauncherCommand: testPods.LauncherCommand, CPUAllocationRatio: tc.ratio})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := pod.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU]
+			if got.Cmp(resource.MustParse(tc.want)) != 0 {
+				t.Errorf("cpu request = %s, want %s", got.String(), tc.want)
+			}
+		})
+	}
+}
+
 func TestLauncherPodRejectsMissingMemory(t *testing.T) {
 	vmi := decodeVMI(t, "metadata: {name: x}\nspec: {domain: {devices: {}}}")
 	_, err := LauncherPod(vmi, testPods)

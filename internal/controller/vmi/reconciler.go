@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/virtkube/virtkube/internal/bootstrap"
 	"github.com/virtkube/virtkube/internal/vmistatus"
 )
 
@@ -180,7 +181,17 @@ func (r *Reconciler) launcherPod(ctx context.Context, vmi *virtv1.VirtualMachine
 }
 
 func (r *Reconciler) createPod(ctx context.Context, vmi *virtv1.VirtualMachineInstance) (*corev1.Pod, error) {
-	pod, err := LauncherPod(vmi, r.Pods)
+	cfg := r.Pods
+	kv := &virtv1.KubeVirt{}
+	switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: bootstrap.KubeVirtNamespace, Name: bootstrap.KubeVirtName}, kv); {
+	case err == nil:
+		if dc := kv.Spec.Configuration.DeveloperConfiguration; dc != nil && dc.CPUAllocationRatio > 0 {
+			cfg.CPUAllocationRatio = dc.CPUAllocationRatio
+		}
+	case !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("get the KubeVirt CR: %w", err)
+	}
+	pod, err := LauncherPod(vmi, cfg)
 	if err != nil {
 		return nil, err
 	}
