@@ -14,8 +14,9 @@
 //
 //   - a container whose image starts with the launcher image prefix runs its
 //     command from the virtkube binary's directory (/usr/bin/virt-launcher
-//     becomes `virtkube virt-launcher … --private-libvirt`;
-//     /usr/bin/container-disk, a program of its own, is bin/container-disk),
+//     becomes `bin/virt-launcher … --private-libvirt`, and
+//     /usr/bin/container-disk bin/container-disk: programs of their own; a
+//     name that is only a link to virtkube runs as its subcommand),
 //     through nsenter in the pod's network namespace and in a mount namespace
 //     of its own where the volumes are bound at their mount paths and, if
 //     it has volumeDevices, its block devices at their device paths in a

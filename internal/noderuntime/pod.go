@@ -636,7 +636,7 @@ func launcherArgv(spec *corev1.Container, binary, capsCache string) ([]string, e
 }
 
 // isProgram reports whether p is an executable file that is not a link (to
-// the virtkube binary, as bin/virt-launcher is).
+// the virtkube binary, as bin/virt-handler is).
 func isProgram(p string) bool {
 	fi, err := os.Lstat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
