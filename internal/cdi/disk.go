@@ -59,19 +59,21 @@ func Import(ctx context.Context, dir string, r io.Reader, size int64) (int64, er
 	if err := writeDecompressed(ctx, part, counted); err != nil {
 		return counted.n, err
 	}
-	return counted.n, install(ctx, part, dir, size, nil)
+	return counted.n, install(ctx, part, dir, size, nil, true)
 }
 
 // ImportFile makes the image at path (raw or qcow2) the raw disk.img of
 // dir, as Import; path is only read. A non-nil progress is told the
 // conversion's percentage as qemu-img reports it.
 func ImportFile(ctx context.Context, dir, path string, size int64, progress func(percent float64)) error {
-	return install(ctx, path, dir, size, progress)
+	return install(ctx, path, dir, size, progress, false)
 }
 
 // install converts src to raw in dir's tmpFile, grows it to size and
-// renames it to disk.img.
-func install(ctx context.Context, src, dir string, size int64, progress func(percent float64)) error {
+// renames it to disk.img once it is on disk. A raw src that is ours to take
+// (owned: the part file an import wrote) becomes tmpFile as it is, so an
+// upload or download of a raw image is written once, not three times.
+func install(ctx context.Context, src, dir string, size int64, progress func(percent float64), owned bool) error {
 	info, err := imageInfo(ctx, src)
 	if err != nil {
 		return err
@@ -89,7 +91,11 @@ func install(ctx context.Context, src, dir string, size int64, progress func(per
 	}
 	tmp := filepath.Join(dir, tmpFile)
 	os.Remove(tmp)
-	if err := convert(ctx, info.Format, src, tmp, progress); err != nil {
+	if owned && info.Format == "raw" {
+		if err := os.Rename(src, tmp); err != nil {
+			return err
+		}
+	} else if err := convert(ctx, info.Format, src, tmp, progress); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("convert image to raw: %w", err)
 	}
@@ -99,7 +105,26 @@ func install(ctx context.Context, src, dir string, size int64, progress func(per
 			return fmt.Errorf("grow disk to %d bytes: %w", size, err)
 		}
 	}
-	return os.Rename(tmp, filepath.Join(dir, DiskFile))
+	// Succeeded means the data is on disk: a crash after it must not
+	// leave a disk.img whose blocks were still in the page cache.
+	if err := syncPath(tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("sync disk: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, DiskFile)); err != nil {
+		return err
+	}
+	return syncPath(dir)
+}
+
+// syncPath flushes a file's data, or a directory's entries, to disk.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // convert writes src (of format) as a sparse raw image to dst, reporting
@@ -126,7 +151,7 @@ func Clone(ctx context.Context, srcDir, dstDir string, size int64, progress func
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("source claim has no %s: %w", DiskFile, err)
 	}
-	return install(ctx, src, dstDir, size, progress)
+	return install(ctx, src, dstDir, size, progress, false)
 }
 
 // imageFacts is what `qemu-img info` says of an image.
@@ -159,11 +184,12 @@ func imageInfo(ctx context.Context, path string) (imageFacts, error) {
 func writeDecompressed(ctx context.Context, path string, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, _ := br.Peek(6)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o660)
+	file, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o660)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer file.Close()
+	f := &sparseWriter{f: file}
 	switch {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		zr, err := gzip.NewReader(br)
@@ -185,7 +211,82 @@ func writeDecompressed(ctx context.Context, path string, r io.Reader) error {
 			return err
 		}
 	}
-	return f.Close()
+	if err := f.finish(); err != nil {
+		return err
+	}
+	return file.Close()
+}
+
+// sparseWriter writes to f in blocks aligned to the file's, leaving a hole
+// for each block of zeros, so an image written as it arrives stays as
+// sparse as qemu-img would have made it, whatever sizes the writes come in.
+// It gathers a run of blocks before it writes, so the data takes few
+// system calls.
+type sparseWriter struct {
+	f   *os.File
+	off int64 // file offset of buf
+	buf [sparseRun]byte
+	n   int // bytes in buf
+}
+
+const (
+	sparseBlock = 4 << 10
+	sparseRun   = 256 * sparseBlock
+)
+
+var zeroBlock [sparseBlock]byte
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		c := copy(w.buf[w.n:], p)
+		w.n += c
+		p = p[c:]
+		written += c
+		if w.n == sparseRun {
+			if err := w.flush(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// flush writes buf's runs of data and skips its blocks of zeros.
+func (w *sparseWriter) flush() error {
+	data := -1 // start of the run of data being gathered
+	write := func(end int) error {
+		if data < 0 {
+			return nil
+		}
+		_, err := w.f.WriteAt(w.buf[data:end], w.off+int64(data))
+		data = -1
+		return err
+	}
+	for i := 0; i < w.n; i += sparseBlock {
+		end := min(i+sparseBlock, w.n)
+		if end-i == sparseBlock && bytes.Equal(w.buf[i:end], zeroBlock[:]) {
+			if err := write(i); err != nil {
+				return err
+			}
+		} else if data < 0 {
+			data = i
+		}
+	}
+	if err := write(w.n); err != nil {
+		return err
+	}
+	w.off += int64(w.n)
+	w.n = 0
+	return nil
+}
+
+// finish writes what is left and sets the file's length, holes included.
+func (w *sparseWriter) finish() error {
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return w.f.Truncate(w.off)
 }
 
 func run(ctx context.Context, name string, args ...string) error {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -116,4 +118,54 @@ func TestToken(t *testing.T) {
 			t.Errorf("%s: token accepted", name)
 		}
 	}
+}
+
+// A raw image is written once, as it arrives, and its runs of zeros stay
+// holes: the disk.img has the image's bytes, its length and few blocks.
+func TestImportRawStaysSparse(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	const size = 64 << 20
+	image := make([]byte, 32<<20+100) // data, 32 MiB of zeros, data in a part block
+	copy(image, "head")
+	copy(image[len(image)-4:], "tail")
+	dir := t.TempDir()
+	// Odd-sized reads, as a network delivers them.
+	r := &chunkedReader{b: image, n: 3000}
+	if _, err := Import(context.Background(), dir, r, size); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, DiskFile)
+	got, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != size || !bytes.Equal(got[:len(image)], image) {
+		t.Fatalf("disk.img: %d bytes, image intact %v; want %d bytes starting with the image", len(got), bytes.Equal(got[:len(image)], image), size)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	if allocated := st.Blocks * 512; allocated > 1<<20 {
+		t.Errorf("disk.img has %d bytes allocated; want the zeros left as holes (< 1 MiB)", allocated)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("dir holds %d entries, want only disk.img", len(entries))
+	}
+}
+
+type chunkedReader struct {
+	b []byte
+	n int
+}
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.n)], r.b)
+	r.b = r.b[n:]
+	return n, nil
 }
