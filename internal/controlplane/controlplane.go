@@ -268,17 +268,19 @@ func (cp *ControlPlane) apiServerArgs(f pkiFiles) map[string]string {
 		advertise = cp.NodeIP
 	}
 	return map[string]string{
-		"advertise-address":                  advertise.String(),
-		"allow-privileged":                   "true",
-		"anonymous-auth":                     "true", // only /livez, /readyz, /healthz and /version, via RBAC
-		"api-audiences":                      serviceAccountIssuer,
-		"authorization-mode":                 "RBAC",
-		"bind-address":                       cp.cfg.BindAddress.String(),
-		"client-ca-file":                     f.CA,
-		"enable-aggregator-routing":          "true",
-		"endpoint-reconciler-type":           reconciler,
-		"etcd-servers":                       cp.etcd.Endpoint(),
-		"profiling":                          "false",
+		"advertise-address":         advertise.String(),
+		"allow-privileged":          "true",
+		"anonymous-auth":            "true", // only /livez, /readyz, /healthz and /version, via RBAC
+		"api-audiences":             serviceAccountIssuer,
+		"authorization-mode":        "RBAC",
+		"bind-address":              cp.cfg.BindAddress.String(),
+		"client-ca-file":            f.CA,
+		"enable-aggregator-routing": "true",
+		"endpoint-reconciler-type":  reconciler,
+		"etcd-servers":              cp.etcd.Endpoint(),
+		// /debug/pprof for cluster-admins (kube-apiserver's default): it
+		// profiles the whole `virtkube server` process, every component.
+		"profiling":                          "true",
 		"proxy-client-cert-file":             f.ProxyClientCert,
 		"proxy-client-key-file":              f.ProxyClientKey,
 		"requestheader-allowed-names":        "front-proxy-client",
