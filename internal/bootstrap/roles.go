@@ -21,34 +21,64 @@ import (
 	virtapideploy "github.com/virtkube/virtkube/deploy/virt-api"
 )
 
-// ClusterRoles decodes KubeVirt's user-facing ClusterRoles from
+// ClusterRoles decodes KubeVirt's and CDI's user-facing ClusterRoles from
 // deploy/virt-api/clusterroles.yaml.
 func ClusterRoles() ([]*rbacv1.ClusterRole, error) {
+	roles, _, err := rbacObjects()
+	return roles, err
+}
+
+// ClusterRoleBindings decodes the ClusterRoleBindings of the same file
+// (CDI's config reader, bound to every authenticated user).
+func ClusterRoleBindings() ([]*rbacv1.ClusterRoleBinding, error) {
+	_, bindings, err := rbacObjects()
+	return bindings, err
+}
+
+// rbacObjects reads clusterroles.yaml, each document by its kind.
+func rbacObjects() ([]*rbacv1.ClusterRole, []*rbacv1.ClusterRoleBinding, error) {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(virtapideploy.ClusterRoles)))
-	var out []*rbacv1.ClusterRole
+	var (
+		roles    []*rbacv1.ClusterRole
+		bindings []*rbacv1.ClusterRoleBinding
+	)
 	for {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return roles, bindings, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read clusterroles.yaml: %w", err)
+			return nil, nil, fmt.Errorf("read clusterroles.yaml: %w", err)
 		}
 		if len(bytes.TrimSpace(doc)) == 0 {
 			continue
 		}
-		role := &rbacv1.ClusterRole{}
-		if err := yaml.UnmarshalStrict(doc, role); err != nil {
-			return nil, fmt.Errorf("decode clusterroles.yaml: %w", err)
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return nil, nil, fmt.Errorf("decode clusterroles.yaml: %w", err)
 		}
-		out = append(out, role)
+		var into any
+		switch meta.Kind {
+		case "ClusterRole":
+			role := &rbacv1.ClusterRole{}
+			roles, into = append(roles, role), role
+		case "ClusterRoleBinding":
+			binding := &rbacv1.ClusterRoleBinding{}
+			bindings, into = append(bindings, binding), binding
+		default:
+			return nil, nil, fmt.Errorf("clusterroles.yaml: kind %q is neither ClusterRole nor ClusterRoleBinding", meta.Kind)
+		}
+		if err := yaml.UnmarshalStrict(doc, into); err != nil {
+			return nil, nil, fmt.Errorf("decode clusterroles.yaml: %w", err)
+		}
 	}
 }
 
 // RBAC creates or updates KubeVirt's ClusterRoles kubevirt.io:admin, edit
-// and view, as KubeVirt's operator installs them.
+// and view, CDI's cdi.kubevirt.io:admin, edit, view and config-reader, and
+// the binding of the config reader, as the operators install them.
 func RBAC(ctx context.Context, cfg *rest.Config) error {
-	roles, err := ClusterRoles()
+	roles, bindings, err := rbacObjects()
 	if err != nil {
 		return err
 	}
@@ -72,6 +102,32 @@ func RBAC(ctx context.Context, cfg *rest.Config) error {
 				return fmt.Errorf("update ClusterRole %s: %w", want.Name, err)
 			}
 			klog.FromContext(ctx).Info("ClusterRole updated", "clusterrole", want.Name)
+		}
+	}
+	bapi := c.RbacV1().ClusterRoleBindings()
+	for _, want := range bindings {
+		got, err := bapi.Get(ctx, want.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			if _, err := bapi.Create(ctx, want, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
+				return fmt.Errorf("create ClusterRoleBinding %s: %w", want.Name, err)
+			}
+		case err != nil:
+			return fmt.Errorf("get ClusterRoleBinding %s: %w", want.Name, err)
+		case got.RoleRef != want.RoleRef:
+			// roleRef is immutable: replace the binding.
+			if err := bapi.Delete(ctx, want.Name, metav1.DeleteOptions{}); err != nil {
+				return fmt.Errorf("replace ClusterRoleBinding %s: %w", want.Name, err)
+			}
+			if _, err := bapi.Create(ctx, want, metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
+				return fmt.Errorf("create ClusterRoleBinding %s: %w", want.Name, err)
+			}
+		case !equality.Semantic.DeepEqual(got.Subjects, want.Subjects) || !equality.Semantic.DeepEqual(got.Labels, want.Labels):
+			got.Subjects, got.Labels = want.Subjects, want.Labels
+			if _, err := bapi.Update(ctx, got, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+				return fmt.Errorf("update ClusterRoleBinding %s: %w", want.Name, err)
+			}
+			klog.FromContext(ctx).Info("ClusterRoleBinding updated", "clusterrolebinding", want.Name)
 		}
 	}
 	return nil

@@ -3,15 +3,18 @@ package virtctl
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +39,59 @@ type uploadOptions struct {
 	insecure     bool
 	waitSecs     uint
 	noCreate     bool
+	accessMode   string
+	volumeMode   string
+	blockVolume  bool
+	forceBind    bool
+}
+
+// uploadAccessModes are the values of --access-mode: the access modes a
+// DataVolume may ask for (CDI refuses others).
+var uploadAccessModes = []string{
+	string(corev1.ReadWriteOnce), string(corev1.ReadOnlyMany), string(corev1.ReadWriteMany),
+}
+
+// annBindImmediate is CDI's annotation asking for a claim to be bound
+// before a consumer pod exists (--force-bind).
+const annBindImmediate = "cdi.kubevirt.io/storage.bind.immediate.requested"
+
+// unsupportedUploadFlags are flags of KubeVirt's image-upload that virtkube
+// does not serve, with why: they are accepted by name so that a command
+// copied from KubeVirt's docs says what is missing, not "unknown flag".
+var unsupportedUploadFlags = []struct{ name, why string }{
+	{"archive-path", "uploading a tar archive (contentType archive) is not supported; upload a disk image with --image-path"},
+	{"datasource", "virtkube serves no DataSources; reference the DataVolume from the VM"},
+	{"default-instancetype", "virtkube serves no instance types"},
+	{"default-instancetype-kind", "virtkube serves no instance types"},
+	{"default-preference", "virtkube serves no preferences"},
+	{"default-preference-kind", "virtkube serves no preferences"},
+}
+
+// validate checks the flags before anything is created: each names the
+// flag and what it may be.
+func (o *uploadOptions) validate(f *pflag.FlagSet) error {
+	for _, u := range unsupportedUploadFlags {
+		if f.Changed(u.name) {
+			return fmt.Errorf("--%s is not supported by virtkube: %s", u.name, u.why)
+		}
+	}
+	if o.imagePath == "" {
+		return errors.New("--image-path is required: the local disk image (raw, qcow2 or ISO, optionally gz or xz compressed) to upload")
+	}
+	if o.accessMode != "" && !slices.Contains(uploadAccessModes, o.accessMode) {
+		return fmt.Errorf("--access-mode %q: want one of %s", o.accessMode, strings.Join(uploadAccessModes, ", "))
+	}
+	switch o.volumeMode {
+	case "", "filesystem":
+	case "block":
+		return errors.New("--volume-mode block is not supported by virtkube: uploads are written as disk.img on a filesystem claim; use --volume-mode filesystem")
+	default:
+		return fmt.Errorf("--volume-mode %q: want filesystem or block", o.volumeMode)
+	}
+	if o.blockVolume {
+		return errors.New("--block-volume is not supported by virtkube: uploads are written as disk.img on a filesystem claim; leave it out")
+	}
+	return nil
 }
 
 func newImageUploadCommand(cc clientcmd.ClientConfig) *cobra.Command {
@@ -53,6 +109,9 @@ or xz compressed) and waits until it is converted into the claim's disk.img.`,
   virtctl image-upload --pvc-name=iso-win10 --pvc-size=10Gi --image-path=win10.iso --insecure`,
 		Args: cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.validate(cmd.Flags()); err != nil {
+				return err
+			}
 			kind, name, err := uploadTarget(args, o.pvcName)
 			if err != nil {
 				return err
@@ -74,7 +133,13 @@ or xz compressed) and waits until it is converted into the claim's disk.img.`,
 	f.BoolVar(&o.insecure, "insecure", false, "do not verify the upload proxy's certificate")
 	f.UintVar(&o.waitSecs, "wait-secs", 300, "seconds to wait for the claim to be ready for upload")
 	f.BoolVar(&o.noCreate, "no-create", false, "upload to an existing DataVolume or claim instead of creating one")
-	cmd.MarkFlagRequired("image-path")
+	f.StringVar(&o.accessMode, "access-mode", "", "access mode of the claim to create: "+strings.Join(uploadAccessModes, ", ")+" (default ReadWriteOnce)")
+	f.StringVar(&o.volumeMode, "volume-mode", "", "volume mode of the claim to create: filesystem (block is not supported by virtkube)")
+	f.BoolVar(&o.blockVolume, "block-volume", false, "create a block-mode claim (not supported by virtkube)")
+	f.BoolVar(&o.forceBind, "force-bind", false, "ask for the claim to be bound without waiting for a consumer pod (virtkube binds upload claims at once anyway)")
+	for _, u := range unsupportedUploadFlags {
+		f.String(u.name, "", "not supported by virtkube: "+u.why)
+	}
 	return cmd
 }
 
@@ -168,20 +233,36 @@ func (o *uploadOptions) create(ctx context.Context, kc crclient.Client, kind str
 	}
 	res := corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}}
 	modes := []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
+	if o.accessMode != "" {
+		modes = []corev1.PersistentVolumeAccessMode{corev1.PersistentVolumeAccessMode(o.accessMode)}
+	}
+	var volumeMode *corev1.PersistentVolumeMode
+	if o.volumeMode == "filesystem" {
+		fs := corev1.PersistentVolumeFilesystem
+		volumeMode = &fs
+	}
+	var annotations map[string]string
+	if o.forceBind {
+		annotations = map[string]string{annBindImmediate: "true"}
+	}
 	var obj crclient.Object
 	if kind == "dv" {
 		obj = &cdiv1.DataVolume{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Annotations: annotations},
 			Spec: cdiv1.DataVolumeSpec{
 				Source:  &cdiv1.DataVolumeSource{Upload: &cdiv1.DataVolumeSourceUpload{}},
-				Storage: &cdiv1.StorageSpec{AccessModes: modes, Resources: res, StorageClassName: class},
+				Storage: &cdiv1.StorageSpec{AccessModes: modes, Resources: res, StorageClassName: class, VolumeMode: volumeMode},
 			},
 		}
 	} else {
-		obj = &corev1.PersistentVolumeClaim{
+		pvc := &corev1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Annotations: map[string]string{cdi.AnnUploadRequest: ""}},
-			Spec:       corev1.PersistentVolumeClaimSpec{AccessModes: modes, Resources: res, StorageClassName: class},
+			Spec:       corev1.PersistentVolumeClaimSpec{AccessModes: modes, Resources: res, StorageClassName: class, VolumeMode: volumeMode},
 		}
+		for k, v := range annotations {
+			pvc.Annotations[k] = v
+		}
+		obj = pvc
 	}
 	if err := kc.Create(ctx, obj); err != nil {
 		return fmt.Errorf("create %s %s: %w", kind, key.Name, err)

@@ -17,7 +17,9 @@ func Eventually(t testing.TB, timeout, interval time.Duration, cond func(ctx con
 }
 
 // Poll is Eventually without a testing.TB: it returns an error carrying the
-// last reason instead of failing.
+// last reason instead of failing. That is the last reason cond gave before
+// the deadline: an attempt the deadline cut short mostly says only "context
+// deadline exceeded", which would hide why the condition was not met.
 func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx context.Context) (bool, string)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -29,7 +31,9 @@ func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx co
 		if ok {
 			return nil
 		}
-		why = reason
+		if ctx.Err() == nil || why == "" {
+			why = reason
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("condition not met within %s: %s", timeout, why)

@@ -33,14 +33,20 @@ func (s *configSource) config(ctx context.Context) (webhook.Config, error) {
 }
 
 // newMux routes each webhook path (see hooks) to its handler, plus
-// /healthz for probes.
-func newMux(kv *configSource, log logr.Logger) *http.ServeMux {
+// /healthz for probes. review asks the API server what a user may do (a
+// DataVolume's clone source).
+func newMux(kv *configSource, review webhook.AccessReviewer, log logr.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, h := range hooks {
 		var handle admission.HandlerFunc
-		if h.mutating {
+		switch {
+		case h.resource == webhook.DataVolumes:
+			handle = func(ctx context.Context, req admission.Request) admission.Response {
+				return validateDataVolume(ctx, review, req)
+			}
+		case h.mutating:
 			handle = func(ctx context.Context, req admission.Request) admission.Response { return mutate(ctx, kv, req) }
-		} else {
+		default:
 			handle = func(ctx context.Context, req admission.Request) admission.Response { return validate(ctx, kv, req) }
 		}
 		wh := &admission.Webhook{Handler: handle}

@@ -11,9 +11,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	virtv1 "kubevirt.io/api/core/v1"
+	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
@@ -52,6 +54,17 @@ var hooks = []hook{
 	{"virtualmachineinstances-update-validator.kubevirt.io", "/virtualmachineinstances-validate-update", webhook.VMIs, onUpdate, false},
 	{"virtualmachine-validator.kubevirt.io", "/virtualmachines-validate", webhook.VMs, onWrite, false},
 	{"virtualmachinereplicaset-validator.kubevirt.io", "/virtualmachinereplicaset-validate", webhook.VMIRSs, onWrite, false},
+	// CDI's (cdi-api-datavolume-validate on a cluster with CDI), served by
+	// virt-api here as virtkube runs no CDI apiserver.
+	{"datavolume-validate.cdi.kubevirt.io", "/datavolume-validate", webhook.DataVolumes, onWrite, false},
+}
+
+// groupVersion is the API group and version of the hook's resource.
+func (h hook) groupVersion() schema.GroupVersion {
+	if h.resource == webhook.DataVolumes {
+		return cdiv1.SchemeGroupVersion
+	}
+	return virtv1.GroupVersion
 }
 
 // Target says how the API server reaches virt-api: by URL (embedded mode,
@@ -115,7 +128,7 @@ func webhookConfigurations(t Target) (*admissionregv1.MutatingWebhookConfigurati
 		rules := []admissionregv1.RuleWithOperations{{
 			Operations: h.ops,
 			Rule: admissionregv1.Rule{
-				APIGroups: []string{virtv1.GroupVersion.Group}, APIVersions: []string{virtv1.GroupVersion.Version},
+				APIGroups: []string{h.groupVersion().Group}, APIVersions: []string{h.groupVersion().Version},
 				Resources: []string{h.resource}, Scope: &namespaced,
 			},
 		}}

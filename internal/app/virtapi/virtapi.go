@@ -1,5 +1,6 @@
 // Package virtapi is the virt-api command: the HTTPS server of KubeVirt's
-// admission webhooks (defaults and validation of VMIs, VMs and VMIRSs, see
+// admission webhooks (defaults and validation of VMIs, VMs and VMIRSs, and
+// CDI's validation of DataVolumes with its clone authorization, see
 // internal/webhook) and of the aggregated APIs subresources.kubevirt.io and
 // CDI's upload.cdi.kubevirt.io (see internal/subresource), run as a Deployment on a real cluster and inside
 // `virtkube server` (webhooks on loopback, the aggregated API on the node's
@@ -95,7 +96,11 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 			return fmt.Errorf("virt-api listen: %w", err)
 		}
 	}
-	mux := newMux(kv, log)
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mux := newMux(kv, newAccessReviewer(kc), log)
 	mux.Handle("/", sub.Handler())
 	srv := &http.Server{
 		Handler:           withMetrics(mux),

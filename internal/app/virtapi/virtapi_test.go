@@ -34,7 +34,7 @@ func serve(t *testing.T, kv *virtv1.KubeVirt, path string, req admissionv1.Admis
 	if kv != nil {
 		b = b.WithObjects(kv)
 	}
-	mux := newMux(&configSource{reader: b.Build()}, logr.Discard())
+	mux := newMux(&configSource{reader: b.Build()}, denyAll, logr.Discard())
 	req.UID = types.UID("uid-1")
 	body, _ := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
@@ -125,7 +125,7 @@ func TestMutatingWebhookPatches(t *testing.T) {
 
 func TestHealthz(t *testing.T) {
 	w := httptest.NewRecorder()
-	newMux(&configSource{}, logr.Discard()).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	newMux(&configSource{}, denyAll, logr.Discard()).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if w.Code != http.StatusOK || w.Body.String() != "ok" {
 		t.Errorf("/healthz = %d %q", w.Code, w.Body.String())
 	}
@@ -136,8 +136,8 @@ func TestWebhookConfigurations(t *testing.T) {
 	if mutator.Name != "virt-api-mutator" || validator.Name != "virt-api-validator" {
 		t.Errorf("names %s, %s", mutator.Name, validator.Name)
 	}
-	if len(mutator.Webhooks) != 3 || len(validator.Webhooks) != 4 {
-		t.Fatalf("%d mutating and %d validating webhooks, want 3 and 4", len(mutator.Webhooks), len(validator.Webhooks))
+	if len(mutator.Webhooks) != 3 || len(validator.Webhooks) != 5 {
+		t.Fatalf("%d mutating and %d validating webhooks, want 3 and 5", len(mutator.Webhooks), len(validator.Webhooks))
 	}
 	resources := map[string]bool{}
 	for _, w := range validator.Webhooks {
@@ -150,12 +150,12 @@ func TestWebhookConfigurations(t *testing.T) {
 		}
 		for _, r := range w.Rules {
 			resources[r.Resources[0]] = true
-			if r.APIGroups[0] != "kubevirt.io" {
+			if want := map[bool]string{true: "cdi.kubevirt.io", false: "kubevirt.io"}[r.Resources[0] == "datavolumes"]; r.APIGroups[0] != want {
 				t.Errorf("%s: group %v", w.Name, r.APIGroups)
 			}
 		}
 	}
-	for _, r := range []string{"virtualmachineinstances", "virtualmachines", "virtualmachineinstancereplicasets"} {
+	for _, r := range []string{"virtualmachineinstances", "virtualmachines", "virtualmachineinstancereplicasets", "datavolumes"} {
 		if !resources[r] {
 			t.Errorf("no validating webhook for %s", r)
 		}

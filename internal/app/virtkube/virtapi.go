@@ -137,6 +137,7 @@ func newVirtAPICommand() *cobra.Command {
 		Short: "Run virt-api: KubeVirt's admission webhooks and the subresources.kubevirt.io API",
 		Long: `virt-api serves the mutating and validating admission webhooks of kubevirt.io
 VirtualMachineInstances, VirtualMachines and VirtualMachineInstanceReplicaSets
+and the validating webhook of CDI's DataVolumes (with clone authorization)
 over HTTPS, and the aggregated API subresources.kubevirt.io (start, stop,
 restart, console, vnc, pause, unpause, version), and CDI's upload.cdi.kubevirt.io
 (UploadTokenRequests, signed with the key of Secret kubevirt/cdi-upload-token-key).
