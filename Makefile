@@ -21,7 +21,7 @@ LDFLAGS := -s -w \
 BIN ?= bin
 
 # Names virtkube answers to when called through a link (see cmd/virtkube).
-LINKS := kubectl virt-api virt-controller virt-handler
+LINKS := kubectl virt-api virt-controller virt-handler hostpath-provisioner
 
 .PHONY: build generate test clean
 build:

@@ -17,20 +17,27 @@
 // its claim is deleted, the PV controller marks it Released, the
 // provisioner deletes it, removes its directory and then the finalizer.
 //
+// One provisioner runs per node and acts only on its node: claims whose
+// selected-node is that node, volumes pinned to it. `virtkube server` runs
+// its node's in-process; on a real cluster `virtkube hostpath-provisioner`
+// runs as a DaemonSet (deploy/hostpath) with the pool directories mounted
+// at the same paths as on the host, so a volume's path is the node's.
+//
 // # Storage pools
 //
 // The class's parameters.storagePool names a pool of the cluster's
 // HostPathProvisioner CR (spec.storagePools[].{name, path}). Without any
 // HostPathProvisioner, one pool named "local" exists at the default path
-// the node is given (under virtkube server's data directory), so the
-// StorageClass hostpath-csi works on a fresh server.
+// the node is given (under virtkube server's data directory; the
+// standalone provisioner's --default-pool-path, /var/hpvolumes unless
+// set), so the StorageClass hostpath-csi works without one.
 //
 // # Not done
 //
 // Only Filesystem volumes: a claim of volumeMode Block is refused with an
 // event. The CR's workload placement, imagePullPolicy and the legacy
 // pathConfig (provisioner kubevirt.io/hostpath-provisioner) are accepted and
-// ignored: the provisioner is part of the node, no pods of its own. Capacity
+// ignored: no operator deploys anything from the CR. Capacity
 // is not checked against the pool's free space (directories are not quota
 // limited, as with the real provisioner).
 package hostpath

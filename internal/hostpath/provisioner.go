@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
 
@@ -34,6 +36,11 @@ type Options struct {
 	// DefaultPoolPath is the pool "local" when no HostPathProvisioner
 	// exists.
 	DefaultPoolPath string
+	// HealthAddr is where /healthz and /readyz are served; "" or "0"
+	// serves none.
+	HealthAddr string
+	// MetricsAddr is where /metrics is served; "" or "0" serves none.
+	MetricsAddr string
 }
 
 // Validate names the first missing option.
@@ -59,11 +66,26 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Logger:                 klog.NewKlogr().WithName("hostpath-provisioner"),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+		Metrics:                metricsserver.Options{BindAddress: addrOrOff(o.MetricsAddr)},
+		HealthProbeBindAddress: addrOrOff(o.HealthAddr),
 	})
 	if err != nil {
 		return fmt.Errorf("hostpath provisioner manager: %w", err)
+	}
+	// Healthy while the process runs; ready once the caches of claims,
+	// volumes and classes are filled (the controllers act only then).
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("caches of claims, volumes and classes not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if err := (&ClaimReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
@@ -75,6 +97,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// addrOrOff is addr, with "" meaning "0": nothing served.
+func addrOrOff(addr string) string {
+	if addr == "" {
+		return "0"
+	}
+	return addr
 }
 
 // ClaimReconciler makes the volume of each claim of a hostpath class that
