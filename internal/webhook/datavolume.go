@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	virtv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 )
 
@@ -238,13 +239,19 @@ type AccessReviewer func(ctx context.Context, spec authorizationv1.SubjectAccess
 // field error names spec.source.pvc; err is for a review that could not
 // be asked.
 func AuthorizeClone(ctx context.Context, dv *cdiv1.DataVolume, namespace string, user authenticationv1.UserInfo, review AccessReviewer) (*field.Error, error) {
-	if dv.Spec.Source == nil || dv.Spec.Source.PVC == nil {
-		return nil, nil
-	}
 	if dv.Namespace != "" {
 		namespace = dv.Namespace
 	}
-	src := dv.Spec.Source.PVC
+	return authorizeClone(ctx, field.NewPath("spec"), &dv.Spec, namespace, user, review)
+}
+
+// authorizeClone is AuthorizeClone for the DataVolume spec at p, to be made
+// in namespace: the field error names p's source.pvc.
+func authorizeClone(ctx context.Context, p *field.Path, dv *cdiv1.DataVolumeSpec, namespace string, user authenticationv1.UserInfo, review AccessReviewer) (*field.Error, error) {
+	if dv.Source == nil || dv.Source.PVC == nil {
+		return nil, nil
+	}
+	src := dv.Source.PVC
 	sourceNS := src.Namespace
 	if sourceNS == "" {
 		sourceNS = namespace
@@ -274,9 +281,80 @@ func AuthorizeClone(ctx context.Context, dv *cdiv1.DataVolume, namespace string,
 			return nil, nil
 		}
 	}
-	return field.Forbidden(field.NewPath("spec", "source", "pvc"), fmt.Sprintf(
+	return field.Forbidden(p.Child("source", "pvc"), fmt.Sprintf(
 		"User %s has insufficient permissions in clone source namespace %s: "+
 			"no permission to create datavolumes/source (API group %s) in namespace %s; "+
 			"an admin of %s can grant it with a RoleBinding to the view, edit or admin ClusterRole",
 		user.Username, sourceNS, cdiv1.SchemeGroupVersion.Group, sourceNS, sourceNS)), nil
+}
+
+// AuthorizeDataVolumeTemplates applies AuthorizeClone to the DataVolume
+// templates of a VM, as KubeVirt's VM admitter does: virt-controller makes
+// their DataVolumes as itself, so the clone source is checked, here,
+// against the identity the VM acts as — its ServiceAccount (the one a
+// serviceAccount volume of its template names, else "default"), which is
+// what KubeVirt's and OpenShift's documentation bind the datavolumes/source
+// role to. A template is checked when the VM is created (old is nil) and
+// when an update adds it or changes its spec; one the stored VM already
+// had, unchanged, is not asked about again. A template naming a namespace
+// other than the VM's is refused: its DataVolume is made in the VM's.
+// Field errors name spec.dataVolumeTemplates[i]; err is for a review that
+// could not be asked.
+func AuthorizeDataVolumeTemplates(ctx context.Context, vm, old *virtv1.VirtualMachine, namespace string, review AccessReviewer) (field.ErrorList, error) {
+	if vm.Namespace != "" {
+		namespace = vm.Namespace
+	}
+	user := serviceAccountUser(vm, namespace)
+	var errs field.ErrorList
+	for i := range vm.Spec.DataVolumeTemplates {
+		t := &vm.Spec.DataVolumeTemplates[i]
+		if old != nil && hasTemplate(old.Spec.DataVolumeTemplates, t) {
+			continue
+		}
+		p := field.NewPath("spec", "dataVolumeTemplates").Index(i)
+		if t.Namespace != "" && t.Namespace != namespace {
+			errs = append(errs, field.Invalid(p.Child("metadata", "namespace"), t.Namespace, fmt.Sprintf(
+				"the DataVolume is made in the VirtualMachine's namespace %s; leave metadata.namespace empty or set it to %s",
+				namespace, namespace)))
+			continue
+		}
+		forbidden, err := authorizeClone(ctx, p.Child("spec"), &t.Spec, namespace, user, review)
+		if err != nil {
+			return nil, fmt.Errorf("spec.dataVolumeTemplates[%d]: %w", i, err)
+		}
+		if forbidden != nil {
+			errs = append(errs, forbidden)
+		}
+	}
+	return errs, nil
+}
+
+// serviceAccountUser is the identity a VM in namespace acts as: the
+// ServiceAccount its template's serviceAccount volume names, else
+// "default", with the groups the API server gives a ServiceAccount.
+func serviceAccountUser(vm *virtv1.VirtualMachine, namespace string) authenticationv1.UserInfo {
+	name := "default"
+	if t := vm.Spec.Template; t != nil {
+		for _, v := range t.Spec.Volumes {
+			if v.ServiceAccount != nil && v.ServiceAccount.ServiceAccountName != "" {
+				name = v.ServiceAccount.ServiceAccountName
+			}
+		}
+	}
+	return authenticationv1.UserInfo{
+		Username: "system:serviceaccount:" + namespace + ":" + name,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+	}
+}
+
+// hasTemplate reports whether templates hold one of t's name, namespace
+// and spec.
+func hasTemplate(templates []virtv1.DataVolumeTemplateSpec, t *virtv1.DataVolumeTemplateSpec) bool {
+	for i := range templates {
+		o := &templates[i]
+		if o.Name == t.Name && o.Namespace == t.Namespace && equality.Semantic.DeepEqual(o.Spec, t.Spec) {
+			return true
+		}
+	}
+	return false
 }

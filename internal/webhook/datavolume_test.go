@@ -3,11 +3,14 @@ package webhook
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	virtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
@@ -194,5 +197,100 @@ func TestAuthorizeClone(t *testing.T) {
 	r := &reviewer{err: errors.New("apiserver down")}
 	if _, err := AuthorizeClone(context.Background(), dataVolume(t, "  source: {pvc: {namespace: b, name: golden}}\n"+size), "a", bob, r.review); err == nil {
 		t.Error("a failed review let the clone through")
+	}
+}
+
+// vmWithTemplates reads a VM in namespace a from YAML, its
+// spec.dataVolumeTemplates as given.
+func vmWithTemplates(t *testing.T, templates string) *virtv1.VirtualMachine {
+	t.Helper()
+	vm := &virtv1.VirtualMachine{}
+	if err := yaml.UnmarshalStrict([]byte("metadata: {name: vm, namespace: a}\nspec:\n  dataVolumeTemplates:\n"+templates), vm); err != nil {
+		t.Fatal(err)
+	}
+	return vm
+}
+
+func TestAuthorizeDataVolumeTemplates(t *testing.T) {
+	const (
+		blank     = "  - {metadata: {name: scratch}, spec: {source: {blank: {}}, storage: {resources: {requests: {storage: 1Gi}}}}}\n"
+		withinA   = "  - {metadata: {name: copy}, spec: {source: {pvc: {namespace: a, name: golden}}, storage: {}}}\n"
+		fromB     = "  - {metadata: {name: root}, spec: {source: {pvc: {namespace: b, name: golden}}, storage: {}}}\n"
+		fromBToo  = "  - {metadata: {name: root}, spec: {source: {pvc: {namespace: b, name: other}}, storage: {}}}\n"
+		fromC     = "  - {metadata: {name: data}, spec: {source: {pvc: {namespace: c, name: golden}}, storage: {}}}\n"
+		elsewhere = "  - {metadata: {name: root, namespace: b}, spec: {source: {blank: {}}, storage: {}}}\n"
+		sourceB   = "create cdi.kubevirt.io/datavolumes/source b"
+	)
+	for _, tc := range []struct {
+		name           string
+		templates, old string // old "": a create
+		allow          []string
+		wantAsked      int
+		want           []string // the field paths refused, in order
+	}{
+		{"no clone", blank, "", nil, 0, nil},
+		{"clone within the namespace", withinA, "", nil, 0, nil},
+		{"clone from b, no permission", blank + fromB, "", nil, 2,
+			[]string{"spec.dataVolumeTemplates[1].spec.source.pvc"}},
+		{"clone from b, datavolumes/source there", fromB, "", []string{sourceB}, 1, nil},
+		{"two clones, one allowed", fromB + fromC, "", []string{sourceB}, 3,
+			[]string{"spec.dataVolumeTemplates[1].spec.source.pvc"}},
+		{"template in another namespace", elsewhere, "", nil, 0,
+			[]string{"spec.dataVolumeTemplates[0].metadata.namespace"}},
+		{"update keeping the template", fromB, fromB, nil, 0, nil},
+		{"update adding a clone", blank + fromB, blank, nil, 2,
+			[]string{"spec.dataVolumeTemplates[1].spec.source.pvc"}},
+		{"update changing the source", fromBToo, fromB, nil, 2,
+			[]string{"spec.dataVolumeTemplates[0].spec.source.pvc"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &reviewer{allow: tc.allow}
+			vm := vmWithTemplates(t, tc.templates)
+			var old *virtv1.VirtualMachine
+			if tc.old != "" {
+				old = vmWithTemplates(t, tc.old)
+			}
+			errs, err := AuthorizeDataVolumeTemplates(context.Background(), vm, old, "a", r.review)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.asked) != tc.wantAsked {
+				t.Errorf("asked %d reviews, want %d", len(r.asked), tc.wantAsked)
+			}
+			for _, s := range r.asked {
+				if s.User != "system:serviceaccount:a:default" || !slices.Contains(s.Groups, "system:serviceaccounts:a") || s.ResourceAttributes.Namespace == "a" {
+					t.Errorf("review asked about %+v, want the VM's ServiceAccount a/default, in the source's namespace", s)
+				}
+			}
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Field)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("refused %q (%v), want %q", got, errs.ToAggregate(), tc.want)
+			}
+			for _, e := range errs {
+				if e.Type == field.ErrorTypeForbidden && !strings.Contains(e.Error(), "User system:serviceaccount:a:default has insufficient permissions in clone source namespace") {
+					t.Errorf("error %q does not say whose permission is missing", e)
+				}
+				if e.Type == field.ErrorTypeInvalid && !strings.Contains(e.Error(), "VirtualMachine's namespace a") {
+					t.Errorf("error %q does not name the VM's namespace", e)
+				}
+			}
+		})
+	}
+
+	r := &reviewer{err: errors.New("apiserver down")}
+	if _, err := AuthorizeDataVolumeTemplates(context.Background(), vmWithTemplates(t, fromB), nil, "a", r.review); err == nil {
+		t.Error("a failed review let the VM through")
+	}
+
+	// A serviceAccount volume names the identity the VM acts as.
+	vm := vmWithTemplates(t, fromB)
+	vm.Spec.Template = &virtv1.VirtualMachineInstanceTemplateSpec{Spec: virtv1.VirtualMachineInstanceSpec{Volumes: []virtv1.Volume{
+		{Name: "sa", VolumeSource: virtv1.VolumeSource{ServiceAccount: &virtv1.ServiceAccountVolumeSource{ServiceAccountName: "builder"}}}}}}
+	r = &reviewer{}
+	if _, err := AuthorizeDataVolumeTemplates(context.Background(), vm, nil, "a", r.review); err != nil || len(r.asked) == 0 || r.asked[0].User != "system:serviceaccount:a:builder" {
+		t.Errorf("reviews %+v (%v); want them asked as system:serviceaccount:a:builder", r.asked, err)
 	}
 }

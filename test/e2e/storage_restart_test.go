@@ -195,10 +195,11 @@ spec:
 }
 
 // A DataVolume with source pvc copies the claim's disk into a claim of
-// its own size, in the source's namespace or another one. As CDI's, a
-// clone waits while its source claim does not exist (Pending, event
-// CloneWithoutSource) or a pod uses it (CloneScheduled, event
-// CloneSourceInUse), and makes no claim of its own before it can copy.
+// its own size (or, into spec.storage with no size, the source's), in the
+// source's namespace or another one. As CDI's, a clone waits while its
+// source claim does not exist (Pending, event CloneWithoutSource) or a pod
+// uses it (CloneScheduled, event CloneSourceInUse), and makes no claim of
+// its own before it can copy.
 func TestDataVolumeClone(t *testing.T) {
 	s := shared
 	c := cdiClient(t, s)
@@ -227,6 +228,13 @@ metadata: {name: orphan}
 spec:
   source: {pvc: {namespace: %[2]s, name: later}}
   storage: {resources: {requests: {storage: 32Mi}}}
+---
+apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: {name: sizeless}
+spec:
+  source: {pvc: {namespace: %[2]s, name: source}}
+  storage: {}
 `, srv.URL, ns), "apply", "-n", ns, "-f", "-")
 	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
 kind: DataVolume
@@ -249,6 +257,12 @@ spec:
 	expectDisk(waitDataVolume(t, s, c, ns, "source"), 32<<20)
 	expectDisk(waitDataVolume(t, s, c, ns, "copy"), 64<<20)
 	expectDisk(waitDataVolume(t, s, c, other, "copy"), 32<<20)
+	// A clone into spec.storage with no size takes the source claim's, as
+	// CDI's storage API does.
+	expectDisk(waitDataVolume(t, s, c, ns, "sizeless"), 32<<20)
+	if got := kubectl(t, s, "", "get", "pvc", "sizeless", "-n", ns, "-o", "jsonpath={.spec.resources.requests.storage}"); got != "32Mi" {
+		t.Errorf("claim of the clone without a size requests %q, want the source's 32Mi", got)
+	}
 	if out := kubectl(t, s, "", "get", "dv", "copy", "-n", other); !strings.Contains(out, "Succeeded") || !strings.Contains(out, "100.0%") {
 		t.Errorf("kubectl get dv copy: want Succeeded at 100.0%%:\n%s", out)
 	}

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes"
+	virtv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -56,8 +57,31 @@ func validateDataVolume(ctx context.Context, review webhook.AccessReviewer, req 
 	return admission.Allowed("")
 }
 
+// authorizeVM checks the clone sources of the DataVolume templates of a VM
+// being created or updated against the VM's ServiceAccount
+// (webhook.AuthorizeDataVolumeTemplates), as KubeVirt: virt-controller
+// makes those DataVolumes as itself, so CDI's webhook would not see who
+// asked. A VM being deleted is let through.
+func authorizeVM(ctx context.Context, review webhook.AccessReviewer, req admission.Request) (field.ErrorList, error) {
+	vm := &virtv1.VirtualMachine{}
+	if err := json.Unmarshal(req.Object.Raw, vm); err != nil {
+		return nil, fmt.Errorf("decode VirtualMachine: %w", err)
+	}
+	if vm.DeletionTimestamp != nil || len(vm.Spec.DataVolumeTemplates) == 0 {
+		return nil, nil
+	}
+	var old *virtv1.VirtualMachine
+	if req.Operation == admissionv1.Update {
+		old = &virtv1.VirtualMachine{}
+		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
+			return nil, fmt.Errorf("decode stored VirtualMachine: %w", err)
+		}
+	}
+	return webhook.AuthorizeDataVolumeTemplates(ctx, vm, old, req.Namespace, review)
+}
+
 // newAccessReviewer asks the API server with SubjectAccessReviews. Each
-// DataVolume create asks afresh: a permission just granted or taken away
+// DataVolume create (or VM write with a new clone template) asks afresh: a permission just granted or taken away
 // counts at once.
 func newAccessReviewer(c kubernetes.Interface) webhook.AccessReviewer {
 	return func(ctx context.Context, spec authorizationv1.SubjectAccessReviewSpec) (bool, error) {

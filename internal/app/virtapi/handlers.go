@@ -33,8 +33,8 @@ func (s *configSource) config(ctx context.Context) (webhook.Config, error) {
 }
 
 // newMux routes each webhook path (see hooks) to its handler, plus
-// /healthz for probes. review asks the API server what a user may do (a
-// DataVolume's clone source).
+// /healthz for probes. review asks the API server what a user may do (the
+// clone source of a DataVolume, or of a VM's DataVolume templates).
 func newMux(kv *configSource, review webhook.AccessReviewer, log logr.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, h := range hooks {
@@ -47,7 +47,9 @@ func newMux(kv *configSource, review webhook.AccessReviewer, log logr.Logger) *h
 		case h.mutating:
 			handle = func(ctx context.Context, req admission.Request) admission.Response { return mutate(ctx, kv, req) }
 		default:
-			handle = func(ctx context.Context, req admission.Request) admission.Response { return validate(ctx, kv, req) }
+			handle = func(ctx context.Context, req admission.Request) admission.Response {
+				return validate(ctx, kv, review, req)
+			}
 		}
 		wh := &admission.Webhook{Handler: handle}
 		wh.LogConstructor = func(logr.Logger, *admission.Request) logr.Logger { return log.WithValues("webhook", h.path) }
@@ -73,7 +75,9 @@ func mutate(ctx context.Context, kv *configSource, req admission.Request) admiss
 	return admission.Patched("", patch...)
 }
 
-func validate(ctx context.Context, kv *configSource, req admission.Request) admission.Response {
+// validate runs webhook.Validate; a VM that passes has its DataVolume
+// templates' clone sources authorized for the requesting user.
+func validate(ctx context.Context, kv *configSource, review webhook.AccessReviewer, req admission.Request) admission.Response {
 	cfg, err := kv.config(ctx)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
@@ -88,6 +92,15 @@ func validate(ctx context.Context, kv *configSource, req admission.Request) admi
 		return admission.Errored(http.StatusBadRequest, err)
 	case len(errs) > 0:
 		return invalid(req, errs, warnings)
+	}
+	if req.Resource.Resource == webhook.VMs {
+		errs, err := authorizeVM(ctx, review, req)
+		switch {
+		case err != nil:
+			return admission.Errored(http.StatusInternalServerError, err)
+		case len(errs) > 0:
+			return invalid(req, errs, warnings)
+		}
 	}
 	return admission.Allowed("").WithWarnings(warnings...)
 }

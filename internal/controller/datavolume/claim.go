@@ -2,6 +2,7 @@ package datavolume
 
 import (
 	"errors"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,8 +76,10 @@ func sourceKind(dv *cdiv1.DataVolume) (string, error) {
 
 // claimFor is the PersistentVolumeClaim dv fills: named as dv, owned by
 // it, from spec.pvc or spec.storage (class, access modes and size; no class
-// means the cluster's default).
-func claimFor(dv *cdiv1.DataVolume, kind string) (*corev1.PersistentVolumeClaim, error) {
+// means the cluster's default). source is the claim a clone copies (nil
+// for other kinds): a clone into spec.storage that gives no size takes the
+// source's, as CDI's storage API does; spec.pvc must always give one.
+func claimFor(dv *cdiv1.DataVolume, kind string, source *corev1.PersistentVolumeClaim) (*corev1.PersistentVolumeClaim, error) {
 	var (
 		spec corev1.PersistentVolumeClaimSpec
 		p    *field.Path
@@ -96,9 +99,20 @@ func claimFor(dv *cdiv1.DataVolume, kind string) (*corev1.PersistentVolumeClaim,
 	default:
 		return nil, field.Required(field.NewPath("spec", "pvc"), "spec.pvc or spec.storage")
 	}
+	sizePath := p.Child("resources", "requests", "storage")
 	size, ok := spec.Resources.Requests[corev1.ResourceStorage]
+	if !ok && dv.Spec.Storage != nil && kind == sourcePVC && source != nil {
+		if size, ok = sourceSize(source); !ok {
+			return nil, field.Required(sizePath, fmt.Sprintf(
+				"the size of the disk: the source claim %s/%s has neither a capacity nor a requested size to take", source.Namespace, source.Name))
+		}
+		if spec.Resources.Requests == nil {
+			spec.Resources.Requests = corev1.ResourceList{}
+		}
+		spec.Resources.Requests[corev1.ResourceStorage] = size
+	}
 	if !ok || size.Sign() <= 0 {
-		return nil, field.Required(p.Child("resources", "requests", "storage"), "the size of the disk")
+		return nil, field.Required(sizePath, "the size of the disk")
 	}
 	if len(spec.AccessModes) == 0 {
 		spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -52,7 +53,7 @@ func TestSourceKind(t *testing.T) {
 func TestClaimFor(t *testing.T) {
 	dv := dvWith(&cdiv1.DataVolumeSource{Upload: &cdiv1.DataVolumeSourceUpload{}}, "64Mi")
 	dv.Spec.Storage.StorageClassName = ptr.To("hostpath-csi")
-	pvc, err := claimFor(dv, sourceUpload)
+	pvc, err := claimFor(dv, sourceUpload, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,12 +70,12 @@ func TestClaimFor(t *testing.T) {
 		t.Errorf("claim size %d, want 64Mi", size)
 	}
 
-	if _, err := claimFor(dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, ""), sourceBlank); err == nil || !strings.Contains(err.Error(), "spec.pvc") {
+	if _, err := claimFor(dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, ""), sourceBlank, nil); err == nil || !strings.Contains(err.Error(), "spec.pvc") {
 		t.Errorf("no pvc/storage: err = %v, want one naming spec.pvc", err)
 	}
 	noSize := dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, "")
 	noSize.Spec.Storage = &cdiv1.StorageSpec{}
-	if _, err := claimFor(noSize, sourceBlank); err == nil || !strings.Contains(err.Error(), "spec.storage.resources.requests.storage") {
+	if _, err := claimFor(noSize, sourceBlank, nil); err == nil || !strings.Contains(err.Error(), "spec.storage.resources.requests.storage") {
 		t.Errorf("no size: err = %v, want one naming spec.storage.resources.requests.storage", err)
 	}
 }
@@ -99,5 +100,73 @@ func TestStatusOnly(t *testing.T) {
 	relabelled.Labels = map[string]string{"a": "b"}
 	if statusOnly(before, relabelled) {
 		t.Error("a label change is taken for a status write")
+	}
+}
+
+// A clone into spec.storage that gives no size takes its source claim's:
+// the capacity of a bound claim, else its request. spec.pvc must say.
+func TestClaimForCloneSize(t *testing.T) {
+	source := func(request, capacity string) *corev1.PersistentVolumeClaim {
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "golden", Name: "base"}}
+		if request != "" {
+			pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(request)}
+		}
+		if capacity != "" {
+			pvc.Status.Capacity = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(capacity)}
+		}
+		return pvc
+	}
+	clone := &cdiv1.DataVolumeSource{PVC: &cdiv1.DataVolumeSourcePVC{Namespace: "golden", Name: "base"}}
+	sizeless := func(dv *cdiv1.DataVolume) *cdiv1.DataVolume {
+		dv.Spec.Storage = &cdiv1.StorageSpec{StorageClassName: ptr.To("hostpath-csi")}
+		return dv
+	}
+	sizelessPVC := func(dv *cdiv1.DataVolume) *cdiv1.DataVolume {
+		dv.Spec.PVC = &corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}}
+		return dv
+	}
+	for _, tc := range []struct {
+		name     string
+		dv       *cdiv1.DataVolume
+		source   *corev1.PersistentVolumeClaim
+		wantSize string // "": an error naming wantErr
+		wantErr  string
+	}{
+		{"bound source: its capacity", sizeless(dvWith(clone, "")), source("30Mi", "32Mi"), "32Mi", ""},
+		{"unbound source: its request", sizeless(dvWith(clone, "")), source("30Mi", ""), "30Mi", ""},
+		{"a size given wins", dvWith(clone, "64Mi"), source("30Mi", "32Mi"), "64Mi", ""},
+		{"source without a size", sizeless(dvWith(clone, "")), source("", ""), "",
+			"spec.storage.resources.requests.storage: Required value: the size of the disk: the source claim golden/base has neither"},
+		{"spec.pvc must give one", sizelessPVC(dvWith(clone, "")), source("30Mi", "32Mi"), "",
+			"spec.pvc.resources.requests.storage: Required"},
+		{"not a clone", sizeless(dvWith(&cdiv1.DataVolumeSource{Blank: &cdiv1.DataVolumeBlankImage{}}, "")), nil, "",
+			"spec.storage.resources.requests.storage: Required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kind := sourcePVC
+			if tc.dv.Spec.Source.Blank != nil {
+				kind = sourceBlank
+			}
+			before := tc.dv.DeepCopy()
+			pvc, err := claimFor(tc.dv, kind, tc.source)
+			if tc.wantSize == "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := pvc.Spec.Resources.Requests[corev1.ResourceStorage], resource.MustParse(tc.wantSize); got.Cmp(want) != 0 {
+				t.Errorf("claim requests %s, want %s", got.String(), tc.wantSize)
+			}
+			if !equality.Semantic.DeepEqual(before.Spec, tc.dv.Spec) {
+				t.Errorf("the DataVolume's spec changed: %+v", tc.dv.Spec.Storage)
+			}
+			if ptr.Deref(pvc.Spec.StorageClassName, "") != ptr.Deref(tc.dv.Spec.Storage.StorageClassName, "") {
+				t.Errorf("claim class %v, want the DataVolume's", pvc.Spec.StorageClassName)
+			}
+		})
 	}
 }

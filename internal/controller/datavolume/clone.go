@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +40,17 @@ func cloneSource(dv *cdiv1.DataVolume) client.ObjectKey {
 		ns = dv.Namespace
 	}
 	return client.ObjectKey{Namespace: ns, Name: src.Name}
+}
+
+// sourceSize is the size a clone that gives none takes from its source
+// claim: the claim's capacity once bound, else what it requests.
+func sourceSize(src *corev1.PersistentVolumeClaim) (resource.Quantity, bool) {
+	for _, l := range []corev1.ResourceList{src.Status.Capacity, src.Spec.Resources.Requests} {
+		if q, ok := l[corev1.ResourceStorage]; ok && q.Sign() > 0 {
+			return q, true
+		}
+	}
+	return resource.Quantity{}, false
 }
 
 // reconcileCloneSource holds a clone until its source claim can be copied,

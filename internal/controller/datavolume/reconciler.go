@@ -153,7 +153,14 @@ func (r *Reconciler) reconcileClaim(ctx context.Context, dv *cdiv1.DataVolume, k
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: dv.Namespace, Name: dv.Name}, pvc)
 	switch {
 	case apierrors.IsNotFound(err):
-		want, err := claimFor(dv, kind)
+		var source *corev1.PersistentVolumeClaim
+		if kind == sourcePVC {
+			source = &corev1.PersistentVolumeClaim{}
+			if err := r.Client.Get(ctx, cloneSource(dv), source); err != nil {
+				return nil, fmt.Errorf("get clone source %s: %w", cloneSource(dv), err)
+			}
+		}
+		want, err := claimFor(dv, kind, source)
 		if err != nil {
 			_, terr := r.fail(dv, err)
 			return nil, terr
