@@ -102,10 +102,7 @@ spec:
   - {name: root, containerDisk: {image: %s}}
   - {name: data, persistentVolumeClaim: {claimName: raw}}
 `, image), "apply", "-n", ns, "-f", "-")
-	v := waitVMI(t, c, ns, "blockvm", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	})
+	v := waitVMI(t, c, ns, "blockvm", "Running and Ready", runningAndReady)
 
 	var info *virtv1.PersistentVolumeClaimInfo
 	for _, vs := range v.Status.VolumeStatus {

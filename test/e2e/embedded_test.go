@@ -13,7 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	virtv1 "kubevirt.io/api/core/v1"
 
 	"github.com/virtkube/virtkube/test/framework"
 	"github.com/virtkube/virtkube/test/guest"
@@ -43,10 +42,7 @@ func TestSeedVMIBootsOnTheServersNode(t *testing.T) {
 	created := time.Now()
 	kubectl(t, s, manifest, "apply", "-n", ns, "-f", "-")
 	c := crClient(t, s)
-	v := waitVMI(t, c, ns, "testvmi-nocloud2", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	})
+	v := waitVMI(t, c, ns, "testvmi-nocloud2", "Running and Ready", runningAndReady)
 	t.Logf("create to Running/Ready: %s", time.Since(created).Round(time.Millisecond))
 
 	node := strings.ToLower(hostname(t))

@@ -240,10 +240,7 @@ func TestVMIRunsGuestThroughHandlerAndLauncher(t *testing.T) {
 	pod := launcherPodOf(t, s, v)
 	kubeletRunLauncher(t, s, pod, kubeletRoot, disk)
 
-	v = waitVMI(t, c, ns, "guest", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	})
+	v = waitVMI(t, c, ns, "guest", "Running and Ready", runningAndReady)
 	if v.Status.NodeName != "worker-guest" || v.Labels[virtv1.NodeNameLabel] != "worker-guest" {
 		t.Errorf("nodeName %q, label %q; want worker-guest", v.Status.NodeName, v.Labels[virtv1.NodeNameLabel])
 	}

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	virtv1 "kubevirt.io/api/core/v1"
-
 	"github.com/virtkube/virtkube/test/framework"
 )
 
@@ -59,10 +56,7 @@ spec:
 	}
 	kubectl(t, s, string(gates), "apply", "-f", "-")
 	kubectl(t, s, manifest("withgate"), "apply", "-n", ns, "-f", "-")
-	v := waitVMI(t, c, ns, "withgate", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	})
+	v := waitVMI(t, c, ns, "withgate", "Running and Ready", runningAndReady)
 	info, err := os.Stat(hostPath)
 	if err != nil || info.Size() != 1<<30 {
 		t.Fatalf("hostDisk on the node: %v; want a 1Gi file at %s", err, hostPath)

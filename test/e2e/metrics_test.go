@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	virtv1 "kubevirt.io/api/core/v1"
-
 	"github.com/virtkube/virtkube/test/framework"
 )
 
@@ -38,10 +35,7 @@ func TestMetricsFollowAVMI(t *testing.T) {
 	if err := c.Create(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	waitVMI(t, c, ns, "metered", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	})
+	waitVMI(t, c, ns, "metered", "Running and Ready", runningAndReady)
 
 	this := fmt.Sprintf(`namespace=%q`, ns)
 	var cpu float64

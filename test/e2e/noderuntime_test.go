@@ -180,10 +180,7 @@ func TestNodeRuntime(t *testing.T) {
 		if err := c.Create(ctxT(t, time.Minute), v); err != nil {
 			t.Fatal(err)
 		}
-		v = waitVMIFor(t, c, ns, v.Name, 3*time.Minute, "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-			r := readyCondition(v)
-			return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-		})
+		v = waitVMIFor(t, c, ns, v.Name, 3*time.Minute, "Running and Ready", runningAndReady)
 		t.Logf("VMI Running and Ready after %s", time.Since(begin).Round(time.Millisecond))
 		pod := launcherPodOf(t, s, v)
 		uid := string(pod.UID)

@@ -333,11 +333,6 @@ spec:
 	expectDisk(waitDataVolume(t, s, c, ns, "orphan"), 32<<20)
 }
 
-func runningAndReady(v *virtv1.VirtualMachineInstance) bool {
-	r := readyCondition(v)
-	return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-}
-
 // restartServer starts s again on its data dir.
 func restartServer(t *testing.T, s *framework.Server) {
 	t.Helper()

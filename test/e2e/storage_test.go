@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	virtv1 "kubevirt.io/api/core/v1"
 
 	"github.com/virtkube/virtkube/test/framework"
 )
@@ -69,15 +68,11 @@ spec:
 `, name, image)
 	}
 	consoleAddr := fmt.Sprintf("127.0.0.1:%d", s.ConsolePort)
-	running := func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	}
 
 	// First boot: the claim binds to a volume in the default pool, the
 	// guest sees a 64 MiB vdb and writes a marker into it.
 	kubectl(t, s, vmi("writer"), "apply", "-n", ns, "-f", "-")
-	v := waitVMI(t, c, ns, "writer", "Running and Ready", running)
+	v := waitVMI(t, c, ns, "writer", "Running and Ready", runningAndReady)
 	pvc, err = s.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +104,7 @@ spec:
 
 	// Second boot, a new VMI on the same claim: the marker is there.
 	kubectl(t, s, vmi("reader"), "apply", "-n", ns, "-f", "-")
-	v = waitVMI(t, c, ns, "reader", "Running and Ready", running)
+	v = waitVMI(t, c, ns, "reader", "Running and Ready", runningAndReady)
 	sh = guestShell(t, s, consoleAddr, v)
 	sh.send(t, "echo read-$(dd if=/dev/vdb bs=7 count=1 2>/dev/null)-back")
 	if !sh.wait("read-data-42-back", time.Minute) {

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	virtv1 "kubevirt.io/api/core/v1"
@@ -66,10 +65,7 @@ spec:
   runStrategy: Always
 `+guestTemplate("kubevirt.io/vm: testvm", image), "apply", "-n", ns, "-f", "-")
 
-	vmi := waitVMIFor(t, c, ns, "testvm", 5*time.Minute, "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
-		r := readyCondition(v)
-		return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
-	})
+	vmi := waitVMIFor(t, c, ns, "testvm", 5*time.Minute, "Running and Ready", runningAndReady)
 	if owner := metav1.GetControllerOf(vmi); owner == nil || owner.Kind != "VirtualMachine" || owner.Name != "testvm" {
 		t.Errorf("VMI controller %+v, want VirtualMachine testvm", owner)
 	}

@@ -116,6 +116,12 @@ func waitVMI(t *testing.T, c client.Client, ns, name, what string, check func(*v
 	return vmi
 }
 
+// runningAndReady is the state a user waits for after creating a VMI.
+func runningAndReady(v *virtv1.VirtualMachineInstance) bool {
+	r := readyCondition(v)
+	return v.Status.Phase == virtv1.Running && r != nil && r.Status == corev1.ConditionTrue
+}
+
 func readyCondition(vmi *virtv1.VirtualMachineInstance) *virtv1.VirtualMachineInstanceCondition {
 	for i, c := range vmi.Status.Conditions {
 		if c.Type == virtv1.VirtualMachineInstanceReady {
