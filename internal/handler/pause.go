@@ -38,10 +38,11 @@ const (
 const reasonReadinessGatesNotReady = "ReadinessGatesNotReady"
 
 // pausedNotReadyMessage is what a paused KubeVirt VMI shows in its Ready
-// condition: KubeVirt turns the launcher pod's kubevirt.io/virtual-machine-
-// unpaused readiness gate False, kubelet makes the pod unready with this
-// message, and virt-controller copies the pod's Ready onto the VMI. virtkube
-// writes the outcome directly, so clients see the same status.
+// condition: virt-controller turns the launcher pod's kubevirt.io/virtual-
+// machine-unpaused readiness gate False (as here: internal/controller/vmi),
+// kubelet makes the pod unready with this message, and KubeVirt copies the
+// pod's Ready onto the VMI. virt-handler writes the VMI's side directly when
+// it sees the domain paused, so clients see the same status at once.
 var pausedNotReadyMessage = fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %s",
 	virtv1.VirtualMachineUnpaused, corev1.ConditionFalse)
 

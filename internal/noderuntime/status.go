@@ -12,19 +12,20 @@ import (
 // Reasons this runtime writes on pods and containers, kubelet's where
 // kubelet has one.
 const (
-	ReasonContainerCreating     = "ContainerCreating"
-	ReasonImagePullBackOff      = "ImagePullBackOff"
-	ReasonCreateContainerError  = "CreateContainerError"
-	ReasonCreateContainerConfig = "CreateContainerConfigError"
-	ReasonCompleted             = "Completed"
-	ReasonError                 = "Error"
-	ReasonStartError            = "StartError"
-	ReasonUnsupportedVolume     = "UnsupportedVolume"
-	ReasonUnsupportedPodSpec    = "UnsupportedPodSpec"
-	ReasonContainersNotReady    = "ContainersNotReady"
-	ReasonPodCompleted          = "PodCompleted"
-	ReasonPodInitializing       = "PodInitializing"
-	ReasonNotInitialized        = "ContainersNotInitialized"
+	ReasonContainerCreating      = "ContainerCreating"
+	ReasonImagePullBackOff       = "ImagePullBackOff"
+	ReasonCreateContainerError   = "CreateContainerError"
+	ReasonCreateContainerConfig  = "CreateContainerConfigError"
+	ReasonCompleted              = "Completed"
+	ReasonError                  = "Error"
+	ReasonStartError             = "StartError"
+	ReasonUnsupportedVolume      = "UnsupportedVolume"
+	ReasonUnsupportedPodSpec     = "UnsupportedPodSpec"
+	ReasonContainersNotReady     = "ContainersNotReady"
+	ReasonReadinessGatesNotReady = "ReadinessGatesNotReady"
+	ReasonPodCompleted           = "PodCompleted"
+	ReasonPodInitializing        = "PodInitializing"
+	ReasonNotInitialized         = "ContainersNotInitialized"
 )
 
 // rejection is why a pod can never run on this node.
@@ -116,16 +117,15 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 		}
 	}
 
-	ready := condition(corev1.PodReady, true, "", "")
+	containersReady := condition(corev1.ContainersReady, true, "", "")
 	switch {
 	case terminal(st.Phase):
-		ready = condition(corev1.PodReady, false, ReasonPodCompleted, "")
+		containersReady = condition(corev1.ContainersReady, false, ReasonPodCompleted, "")
 	case len(unready) > 0:
-		ready = condition(corev1.PodReady, false, ReasonContainersNotReady,
+		containersReady = condition(corev1.ContainersReady, false, ReasonContainersNotReady,
 			fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " ")))
 	}
-	containersReady := ready
-	containersReady.Type = corev1.ContainersReady
+	ready := podReady(pod.Spec.ReadinessGates, old.Conditions, containersReady)
 	scheduled := condition(corev1.PodScheduled, true, "", "")
 	if c := findCondition(old.Conditions, corev1.PodScheduled); c != nil {
 		scheduled = *c
@@ -153,6 +153,32 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 		}
 	}
 	return st
+}
+
+// podReady is the pod's Ready condition as kubelet computes it: that of
+// ContainersReady while the containers are not ready, then False while the
+// condition of any readiness gate is missing from conds or not True (other
+// writers set those conditions, virt-controller the launcher's
+// kubevirt.io/virtual-machine-unpaused), else True.
+func podReady(gates []corev1.PodReadinessGate, conds []corev1.PodCondition, containersReady corev1.PodCondition) corev1.PodCondition {
+	if containersReady.Status != corev1.ConditionTrue {
+		ready := containersReady
+		ready.Type = corev1.PodReady
+		return ready
+	}
+	var unready []string
+	for _, g := range gates {
+		switch c := findCondition(conds, g.ConditionType); {
+		case c == nil:
+			unready = append(unready, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", g.ConditionType))
+		case c.Status != corev1.ConditionTrue:
+			unready = append(unready, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %s", g.ConditionType, c.Status))
+		}
+	}
+	if len(unready) > 0 {
+		return condition(corev1.PodReady, false, ReasonReadinessGatesNotReady, strings.Join(unready, ", "))
+	}
+	return condition(corev1.PodReady, true, "", "")
 }
 
 // podPhase is kubelet's phase for a pod whose restartPolicy is Never: Pending

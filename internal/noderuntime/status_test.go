@@ -205,3 +205,64 @@ func want[T comparable](t *testing.T, what string, got, want T) {
 		t.Errorf("%s = %v, want %v", what, got, want)
 	}
 }
+
+// Ready also needs every readiness gate's condition True, with kubelet's
+// reason and messages; ContainersReady ignores the gates; the gate
+// conditions, written by others (virt-controller for the launcher's), are
+// kept as they are.
+func TestPodStatusReadinessGates(t *testing.T) {
+	const unpaused = corev1.PodConditionType("kubevirt.io/virtual-machine-unpaused")
+	gate := func(ty corev1.PodConditionType, s corev1.ConditionStatus) corev1.PodCondition {
+		return corev1.PodCondition{Type: ty, Status: s, Reason: "ByOther", Message: "set by its owner", LastTransitionTime: t0}
+	}
+	up := []containerRun{running("compute"), running("volumeroot")}
+	tests := []struct {
+		name                string
+		gates               []corev1.PodConditionType
+		conds               []corev1.PodCondition
+		containers          []containerRun
+		wantReady           corev1.ConditionStatus
+		wantReason, wantMsg string
+		wantContainersReady corev1.ConditionStatus
+	}{
+		{"no gates", nil, nil, up, corev1.ConditionTrue, "", "", corev1.ConditionTrue},
+		{"gate condition True", []corev1.PodConditionType{unpaused}, []corev1.PodCondition{gate(unpaused, corev1.ConditionTrue)}, up,
+			corev1.ConditionTrue, "", "", corev1.ConditionTrue},
+		{"gate condition missing", []corev1.PodConditionType{unpaused}, nil, up,
+			corev1.ConditionFalse, ReasonReadinessGatesNotReady, `corresponding condition of pod readiness gate "kubevirt.io/virtual-machine-unpaused" does not exist.`, corev1.ConditionTrue},
+		{"gate condition False", []corev1.PodConditionType{unpaused}, []corev1.PodCondition{gate(unpaused, corev1.ConditionFalse)}, up,
+			corev1.ConditionFalse, ReasonReadinessGatesNotReady, `the status of pod readiness gate "kubevirt.io/virtual-machine-unpaused" is not "True", but False`, corev1.ConditionTrue},
+		{"two gates, one missing, one Unknown", []corev1.PodConditionType{"a.example/one", "b.example/two"}, []corev1.PodCondition{gate("b.example/two", corev1.ConditionUnknown)}, up,
+			corev1.ConditionFalse, ReasonReadinessGatesNotReady,
+			`corresponding condition of pod readiness gate "a.example/one" does not exist., the status of pod readiness gate "b.example/two" is not "True", but Unknown`, corev1.ConditionTrue},
+		{"containers not ready come first", []corev1.PodConditionType{unpaused}, []corev1.PodCondition{gate(unpaused, corev1.ConditionFalse)},
+			[]containerRun{running("compute"), waiting("volumeroot", ReasonContainerCreating)},
+			corev1.ConditionFalse, ReasonContainersNotReady, "containers with unready status: [volumeroot]", corev1.ConditionFalse},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: tt.conds}}
+			for _, g := range tt.gates {
+				pod.Spec.ReadinessGates = append(pod.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: g})
+			}
+			st := podStatus(pod, podRun{NetworkReady: true, Containers: tt.containers}, t2)
+			r := cond(t, st, corev1.PodReady)
+			want(t, "Ready", r.Status, tt.wantReady)
+			want(t, "Ready reason", r.Reason, tt.wantReason)
+			want(t, "Ready message", r.Message, tt.wantMsg)
+			want(t, "ContainersReady", cond(t, st, corev1.ContainersReady).Status, tt.wantContainersReady)
+			for _, c := range tt.conds {
+				n := 0
+				for _, got := range st.Conditions {
+					if got.Type == c.Type {
+						n++
+						if !equality.Semantic.DeepEqual(got, c) {
+							t.Errorf("condition %s = %+v, want it kept as %+v", c.Type, got, c)
+						}
+					}
+				}
+				want(t, "copies of "+string(c.Type), n, 1)
+			}
+		})
+	}
+}

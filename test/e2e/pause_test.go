@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	virtv1 "kubevirt.io/api/core/v1"
 
 	"github.com/virtkube/virtkube/internal/handler"
@@ -31,6 +34,9 @@ import (
 // Running with KubeVirt's Paused condition and is not Ready; a second pause
 // and a needless unpause are refused with 409 and KubeVirt's words. A VMI
 // with startStrategy Paused comes up Running and paused the same way.
+// The launcher pod's kubevirt.io/virtual-machine-unpaused readiness gate
+// makes a paused VM's pod unready, so it leaves the endpoints of a Service
+// selecting it until it is unpaused.
 func TestPauseAndUnpauseThroughHandler(t *testing.T) {
 	s := shared
 	image := testGuestImage(t, s, "pause")
@@ -69,10 +75,23 @@ func TestPauseAndUnpauseThroughHandler(t *testing.T) {
 		t.Errorf("Ready of a paused VMI = %+v, want reason ReadinessGatesNotReady", r)
 	}
 	expectDomain(t, s, held, launcher.StatePaused, launcher.PauseUser)
+	waitPodGate(t, s, held, corev1.ConditionFalse)
+
+	// A ClusterIP Service selecting the guest's label.
+	svc, err := s.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "guest"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "guest"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	v := waitVMI(t, c, ns, "guest", "Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
 		return v.Status.Phase == virtv1.Running && isReady(v) == corev1.ConditionTrue
 	})
+	pod := waitPodGate(t, s, v, corev1.ConditionTrue)
+	waitEndpoint(t, s, svc, pod, true)
 	lines := guestShell(t, s, addr, v)
 
 	// Only virt-api's certificate may pause; an unknown VMI is not found.
@@ -87,6 +106,9 @@ func TestPauseAndUnpauseThroughHandler(t *testing.T) {
 		return v.Status.Phase == virtv1.Running && pausedByUser(v) && isReady(v) == corev1.ConditionFalse
 	})
 	expectDomain(t, s, v, launcher.StatePaused, launcher.PauseUser)
+	// The pod is unready by its readiness gate: out of the Service.
+	waitPodGate(t, s, v, corev1.ConditionFalse)
+	waitEndpoint(t, s, svc, pod, false)
 	// The guest's CPUs stand still: a command typed now is not answered.
 	lines.send(t, "echo held-$((6*7))")
 	if lines.wait("held-42", 3*time.Second) {
@@ -101,6 +123,8 @@ func TestPauseAndUnpauseThroughHandler(t *testing.T) {
 	waitVMI(t, c, ns, "guest", "unpaused, Running and Ready", func(v *virtv1.VirtualMachineInstance) bool {
 		return v.Status.Phase == virtv1.Running && !hasPaused(v) && isReady(v) == corev1.ConditionTrue
 	})
+	waitPodGate(t, s, v, corev1.ConditionTrue)
+	waitEndpoint(t, s, svc, pod, true)
 
 	// The held VMI runs on unpause too; then it goes (no grace to wait).
 	expectPut(t, s, addr, ns, "held", "unpause", http.StatusOK, "")
@@ -110,6 +134,76 @@ func TestPauseAndUnpauseThroughHandler(t *testing.T) {
 	if err := c.Delete(ctx, held); err != nil {
 		t.Error(err)
 	}
+}
+
+// waitPodGate waits until v's launcher pod has its virtual-machine-unpaused
+// condition in status gate, with KubeVirt's reason and message, and the
+// pod's Ready that follows from it as kubelet computes it; the node
+// runtime's ContainersReady stays True beside it. It returns the pod.
+func waitPodGate(t *testing.T, s *framework.Server, v *virtv1.VirtualMachineInstance, gate corev1.ConditionStatus) *corev1.Pod {
+	t.Helper()
+	wantReason, wantMsg := "NotPaused", "the virtual machine is not paused"
+	wantReady := corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue}
+	if gate == corev1.ConditionFalse {
+		wantReason, wantMsg = "Paused", "the virtual machine is paused"
+		wantReady = corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ReadinessGatesNotReady",
+			Message: `the status of pod readiness gate "kubevirt.io/virtual-machine-unpaused" is not "True", but False`}
+	}
+	pod := launcherPodOf(t, s, v)
+	framework.Eventually(t, 2*time.Minute, 100*time.Millisecond, func(ctx context.Context) (bool, string) {
+		p, err := s.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		pod = p
+		if len(p.Spec.ReadinessGates) != 1 || p.Spec.ReadinessGates[0].ConditionType != virtv1.VirtualMachineUnpaused {
+			return false, fmt.Sprintf("readiness gates %+v, want %s", p.Spec.ReadinessGates, virtv1.VirtualMachineUnpaused)
+		}
+		g, r, cr := podCondition(p, virtv1.VirtualMachineUnpaused), podCondition(p, corev1.PodReady), podCondition(p, corev1.ContainersReady)
+		ok := g.Status == gate && g.Reason == wantReason && g.Message == wantMsg &&
+			r.Status == wantReady.Status && r.Reason == wantReady.Reason && r.Message == wantReady.Message &&
+			cr.Status == corev1.ConditionTrue
+		return ok, fmt.Sprintf("pod %s of %s: want gate %s and Ready %s %q; conditions %+v", p.Name, v.Name, gate, wantReady.Status, wantReady.Message, p.Status.Conditions)
+	})
+	return pod
+}
+
+func podCondition(p *corev1.Pod, t corev1.PodConditionType) corev1.PodCondition {
+	for _, c := range p.Status.Conditions {
+		if c.Type == t {
+			return c
+		}
+	}
+	return corev1.PodCondition{Type: t, Status: corev1.ConditionUnknown}
+}
+
+// waitEndpoint waits until pod is (ready) or is not (!ready) among the ready
+// endpoints of svc's EndpointSlices, the addresses kube-proxy sends the
+// Service's traffic to.
+func waitEndpoint(t *testing.T, s *framework.Server, svc *corev1.Service, pod *corev1.Pod, ready bool) {
+	t.Helper()
+	framework.Eventually(t, 2*time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string) {
+		slices, err := s.Client.DiscoveryV1().EndpointSlices(svc.Namespace).List(ctx, metav1.ListOptions{
+			LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		in := false
+		for _, sl := range slices.Items {
+			for _, ep := range sl.Endpoints {
+				epReady := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+				seen = append(seen, fmt.Sprintf("%v ready=%v", ep.Addresses, epReady))
+				if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" && ep.TargetRef.Name == pod.Name && epReady {
+					if len(ep.Addresses) == 0 || ep.Addresses[0] != pod.Status.PodIP {
+						return false, fmt.Sprintf("endpoint of pod %s has addresses %v, want its IP %s", pod.Name, ep.Addresses, pod.Status.PodIP)
+					}
+					in = true
+				}
+			}
+		}
+		return in == ready, fmt.Sprintf("want pod %s (%s) among the ready endpoints of Service %s: %v; endpoints %v", pod.Name, pod.Status.PodIP, svc.Name, ready, seen)
+	})
 }
 
 func hasPaused(v *virtv1.VirtualMachineInstance) bool {

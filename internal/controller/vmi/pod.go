@@ -201,6 +201,10 @@ func LauncherPod(vmi *virtv1.VirtualMachineInstance, cfg PodConfig) (*corev1.Pod
 			DNSPolicy:                     dnsPolicy(vmi),
 			DNSConfig:                     vmi.Spec.DNSConfig,
 			Containers:                    []corev1.Container{compute},
+			// As KubeVirt's template: the pod is Ready only while
+			// virt-controller holds this condition True, that is while the
+			// VMI is not paused (see syncUnpausedCondition).
+			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: virtv1.VirtualMachineUnpaused}},
 			Volumes: []corev1.Volume{
 				{Name: SocketsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: containerDisksVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},

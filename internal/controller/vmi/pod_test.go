@@ -92,6 +92,9 @@ func TestLauncherPodForSeedVMI(t *testing.T) {
 			t.Errorf("label %s = %q, want %q", k, pod.Labels[k], v)
 		}
 	}
+	if g := pod.Spec.ReadinessGates; len(g) != 1 || g[0].ConditionType != "kubevirt.io/virtual-machine-unpaused" {
+		t.Errorf("readiness gates = %+v, want KubeVirt's kubevirt.io/virtual-machine-unpaused", g)
+	}
 	if ref := metav1.GetControllerOf(pod); ref == nil || ref.Kind != "VirtualMachineInstance" || ref.UID != vmi.UID || !ptr.Deref(ref.BlockOwnerDeletion, false) {
 		t.Errorf("controller ref = %+v", ref)
 	}

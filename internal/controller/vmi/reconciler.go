@@ -114,6 +114,11 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, vmi *virtv1.VirtualMac
 		r.Recorder.Eventf(vmi, corev1.EventTypeNormal, "SuccessfulCreate", "Created virtual machine pod %s", created.Name)
 		pod = created
 	}
+	// In the reconcile that creates the pod already: its readiness gate
+	// holds the pod unready until this condition is True.
+	if err := r.syncUnpausedCondition(ctx, vmi, pod); err != nil {
+		return ctrl.Result{}, err
+	}
 	o := observe(vmi, pod, now)
 	if o.Phase == virtv1.Scheduled && vmi.Labels[virtv1.NodeNameLabel] != o.NodeName {
 		// virt-handler watches the VMIs of its node by this label. The

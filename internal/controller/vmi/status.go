@@ -91,7 +91,7 @@ func observe(vmi *virtv1.VirtualMachineInstance, pod *corev1.Pod, now metav1.Tim
 		o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse, reason, msg, now))
 		return o
 	}
-	if pod.Status.Phase == corev1.PodRunning && podReady(pod) {
+	if handoverReady(pod) {
 		o.Phase, o.NodeName = virtv1.Scheduled, pod.Spec.NodeName
 		o.Conditions = append(o.Conditions, vmistatus.Condition(virtv1.VirtualMachineInstanceReady, corev1.ConditionFalse,
 			virtv1.GuestNotRunningReason, "the guest is not running yet", now))
@@ -102,13 +102,26 @@ func observe(vmi *virtv1.VirtualMachineInstance, pod *corev1.Pod, now metav1.Tim
 	return o
 }
 
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+// handoverReady reports whether the pod is ready to be handed to
+// virt-handler, KubeVirt's rule: the pod runs and is not going away, its
+// compute container runs and every other container is ready. The pod's own
+// Ready is not asked: the compute container's readiness and the pod's
+// virtual-machine-unpaused readiness gate follow the guest, which only
+// virt-handler starts.
+func handoverReady(pod *corev1.Pod) bool {
+	if pod.Status.Phase != corev1.PodRunning || !pod.DeletionTimestamp.IsZero() {
+		return false
+	}
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == ComputeContainer {
+			if s.State.Running == nil {
+				return false
+			}
+		} else if !s.Ready {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // waitingContainer reports the first container that cannot start because of

@@ -23,6 +23,26 @@ func TestObserve(t *testing.T) {
 		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
 		return p
 	}
+	// The pod runs with its containers but is not Ready: the unpaused
+	// readiness gate's condition is not written yet.
+	gated := func(p *corev1.Pod) *corev1.Pod {
+		p.Status.Phase = corev1.PodRunning
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{
+			{Name: "compute", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+			{Name: "volumeroot", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+		}
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse,
+			Reason: "ReadinessGatesNotReady", Message: `corresponding condition of pod readiness gate "kubevirt.io/virtual-machine-unpaused" does not exist.`})
+		return p
+	}
+	sidecarStarting := func(p *corev1.Pod) *corev1.Pod {
+		p.Status.ContainerStatuses[1].Ready = false
+		return p
+	}
+	deleting := func(p *corev1.Pod) *corev1.Pod {
+		p.DeletionTimestamp = &now
+		return p
+	}
 	pod := func(mutate ...func(*corev1.Pod) *corev1.Pod) *corev1.Pod {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-x-abcde"}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
 		for _, m := range mutate {
@@ -60,6 +80,9 @@ func TestObserve(t *testing.T) {
 		{"image back-off", virtv1.Scheduling, pod(scheduled, waiting("ImagePullBackOff")), virtv1.Scheduling, "", "ImagePullBackOff", ""},
 		{"a volume cannot be set up (a message while ContainerCreating)", virtv1.Scheduling, pod(scheduled, waiting("ContainerCreating")), virtv1.Scheduling, "", "ContainerCreating", ""},
 		{"pod running and ready", virtv1.Scheduling, pod(scheduled, running), virtv1.Scheduled, "node1", virtv1.GuestNotRunningReason, ""},
+		{"pod running, unready by its readiness gate", virtv1.Scheduling, pod(scheduled, gated), virtv1.Scheduled, "node1", virtv1.GuestNotRunningReason, ""},
+		{"a container other than compute not ready", virtv1.Scheduling, pod(scheduled, gated, sidecarStarting), virtv1.Scheduling, "", virtv1.GuestNotRunningReason, ""},
+		{"pod going away", virtv1.Scheduling, pod(scheduled, gated, deleting), virtv1.Scheduling, "", virtv1.GuestNotRunningReason, ""},
 		{"pod failed before handover", virtv1.Scheduling, pod(scheduled, failed), virtv1.Failed, "", "Error", "Error"},
 		{"pod failed under a running VMI", virtv1.Running, pod(scheduled, failed), virtv1.Failed, "", "Error", "Error"},
 		{"pod vanished", virtv1.Scheduled, nil, virtv1.Failed, "", ReasonPodNotExists, ReasonPodNotExists},
