@@ -77,8 +77,8 @@ func TestNodeIsReadyWithPodCIDR(t *testing.T) {
 		}
 		return false, "no Ready condition"
 	})
-	if node.Spec.PodCIDR != "10.244.0.0/24" {
-		t.Errorf("podCIDR = %q, want 10.244.0.0/24", node.Spec.PodCIDR)
+	if node.Spec.PodCIDR != s.PodCIDR() {
+		t.Errorf("podCIDR = %q, want %s", node.Spec.PodCIDR, s.PodCIDR())
 	}
 	if node.Status.Allocatable.Cpu().IsZero() || node.Status.Allocatable.Memory().IsZero() {
 		t.Errorf("node has no allocatable cpu/memory: %v", node.Status.Allocatable)

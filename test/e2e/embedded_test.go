@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,8 +55,12 @@ func TestSeedVMIBootsOnTheServersNode(t *testing.T) {
 		t.Fatalf("launcher pods: %v, %v", len(pods.Items), err)
 	}
 	pod := pods.Items[0]
-	if !strings.HasPrefix(pod.Name, "virt-launcher-testvmi-nocloud2-") || pod.Status.Phase != corev1.PodRunning || !strings.HasPrefix(pod.Status.PodIP, "10.244.0.") {
-		t.Errorf("launcher pod %s: phase %s, IP %q; want Running with an IP in 10.244.0.0/24", pod.Name, pod.Status.Phase, pod.Status.PodIP)
+	_, podNet, err := net.ParseCIDR(s.PodCIDR())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pod.Name, "virt-launcher-testvmi-nocloud2-") || pod.Status.Phase != corev1.PodRunning || !podNet.Contains(net.ParseIP(pod.Status.PodIP)) {
+		t.Errorf("launcher pod %s: phase %s, IP %q; want Running with an IP in %s", pod.Name, pod.Status.Phase, pod.Status.PodIP, podNet)
 	}
 	out := kubectl(t, s, "", "get", "vmi", "-n", ns)
 	if !strings.Contains(out, "testvmi-nocloud2") || !strings.Contains(out, "Running") || !strings.Contains(out, node) {

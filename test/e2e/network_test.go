@@ -83,8 +83,15 @@ spec:
 		}
 	}
 
-	// A server on this machine, on the pod network's gateway.
-	hostSrv, err := net.Listen("tcp", "10.244.0.1:0")
+	// A server on this machine, on the pod network's gateway (the first
+	// address of the pod range, on the bridge).
+	_, podNet, err := net.ParseCIDR(s.PodCIDR())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway := podNet.IP.To4()
+	gateway[3]++
+	hostSrv, err := net.Listen("tcp", net.JoinHostPort(gateway.String(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

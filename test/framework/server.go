@@ -330,3 +330,25 @@ func (s *Server) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
 }
+
+// PodCIDR is this server's pod range: its --pod-cidr, or the default.
+func (s *Server) PodCIDR() string { return flagOf(s.Args, "--pod-cidr", "10.244.0.0/24") }
+
+// KubeProxy reports whether the server runs kube-proxy, which Services
+// need to reach guests.
+func (s *Server) KubeProxy() bool { return flagOf(s.Args, "--kube-proxy", "true") != "false" }
+
+// flagOf is the value of the last --name in args (as --name=v or --name v),
+// or def.
+func flagOf(args []string, name, def string) string {
+	v := def
+	for i, a := range args {
+		switch {
+		case strings.HasPrefix(a, name+"="):
+			v = strings.TrimPrefix(a, name+"=")
+		case a == name && i+1 < len(args):
+			v = args[i+1]
+		}
+	}
+	return v
+}
