@@ -63,5 +63,8 @@ func run(m *testing.M) int {
 			code = 1
 		}
 	}
+	if err := framework.RemoveIsolatedNetwork(); err != nil {
+		fmt.Fprintln(os.Stderr, "remove the test network:", err)
+	}
 	return code
 }

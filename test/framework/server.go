@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/virtkube/virtkube/internal/noderuntime"
 )
 
 // readyLine is what `virtkube server` prints once everything is up.
@@ -241,7 +243,8 @@ func (s *Server) Stop(timeout time.Duration) error {
 // made (`virtkube reset`): the server leaves VMs running when it stops, by
 // design, and a test must not.
 func (s *Server) Reset() error {
-	out, err := exec.Command(s.bin, "reset", "--data-dir", s.DataDir).CombinedOutput()
+	out, err := exec.Command(s.bin, "reset", "--data-dir", s.DataDir,
+		"--bridge", s.Bridge(), "--pod-cidr", s.PodCIDR()).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("virtkube reset: %w: %s", err, out)
 	}
@@ -333,6 +336,20 @@ func (s *Server) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (
 
 // PodCIDR is this server's pod range: its --pod-cidr, or the default.
 func (s *Server) PodCIDR() string { return flagOf(s.Args, "--pod-cidr", "10.244.0.0/24") }
+
+// Bridge is this server's pods' host bridge: its --bridge, or the default.
+func (s *Server) Bridge() string { return flagOf(s.Args, "--bridge", "virtkube0") }
+
+// RemoveIsolatedNetwork removes the bridge and egress table of
+// $VIRTKUBE_TEST_NETWORK once the test process's servers are gone; without
+// it, it does nothing (the default bridge is the machine's).
+func RemoveIsolatedNetwork() error {
+	args := isolatedNetworkArgs()
+	if args == nil {
+		return nil
+	}
+	return noderuntime.RemoveBridge(flagOf(args, "--bridge", ""))
+}
 
 // KubeProxy reports whether the server runs kube-proxy, which Services
 // need to reach guests.
