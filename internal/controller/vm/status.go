@@ -57,7 +57,7 @@ func nextStatus(vm *virtv1.VirtualMachine, o observation) virtv1.VirtualMachineS
 	vmi := o.vmi
 	st.Created = vmi != nil
 	st.Ready = vmi != nil && hasVMICondition(vmi, virtv1.VirtualMachineInstanceReady, corev1.ConditionTrue, "")
-	// Recorded from the first start on, so RerunOnFailure and Once can tell
+	// Recorded from the first start on, so RerunOnFailure can tell
 	// "finished" from "never started".
 	if o.strategy != "" && (st.RunStrategy != "" || st.Created) {
 		st.RunStrategy = o.strategy

@@ -119,8 +119,9 @@ type decision struct {
 //   - Manual: only Start and Stop requests create and delete the VMI; a VMI
 //     that finishes by itself stays as it is.
 //   - Halted: no VMI; a Start request switches the VM to Always.
-//   - Once: the VMI runs once; when it finishes it is deleted and not
-//     started again unless asked.
+//   - Once: a VMI is started when there is none; one that finishes stays,
+//     Succeeded or Failed, for its status to be read (deleting it starts
+//     another, as in KubeVirt).
 //
 // Starts of Always and RerunOnFailure VMs wait out the start-failure
 // back-off.
@@ -136,9 +137,9 @@ func decide(vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, strat
 		// Stopping already; the VMI's disappearance brings us back.
 		return decision{action: noAction, why: "VMI is being deleted"}
 	}
-	// Once the VMI of a RerunOnFailure or Once VM has been deleted, the
-	// status remembers the strategy it ran under; the same strategy with no
-	// Start request means it finished and stays down.
+	// Once the VMI of a RerunOnFailure VM has been deleted, the status
+	// remembers the strategy it ran under; the same strategy with no Start
+	// request means it finished and stays down.
 	ranBefore := vm.Status.RunStrategy == strategy
 
 	switch strategy {
@@ -178,11 +179,8 @@ func decide(vm *virtv1.VirtualMachine, vmi *virtv1.VirtualMachineInstance, strat
 			return decision{action: switchToAlways, why: "start requested on a Halted VM"}
 		}
 	case virtv1.RunStrategyOnce:
-		switch {
-		case vmi == nil && (startAsked || !ranBefore):
+		if vmi == nil {
 			return decision{action: startVMI, why: "runStrategy Once"}
-		case vmi != nil && vmi.IsFinal():
-			return decision{action: stopVMI, why: fmt.Sprintf("VMI is %s and runStrategy is Once", vmi.Status.Phase)}
 		}
 	}
 	return decision{action: noAction}

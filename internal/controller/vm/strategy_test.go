@@ -168,8 +168,9 @@ func TestDecide(t *testing.T) {
 		// Once
 		{"Once starts", testVM(withStrategy(virtv1.RunStrategyOnce)), nil, startVMI, false, 0},
 		{"Once lets it run", testVM(withStrategy(virtv1.RunStrategyOnce)), testVMI(virtv1.Running), noAction, false, 0},
-		{"Once deletes the finished VMI", testVM(withStrategy(virtv1.RunStrategyOnce)), testVMI(virtv1.Failed), stopVMI, false, 0},
-		{"Once does not start again", testVM(withStrategy(virtv1.RunStrategyOnce), withStatusStrategy(virtv1.RunStrategyOnce)), nil, noAction, false, 0},
+		{"Once keeps the failed VMI", testVM(withStrategy(virtv1.RunStrategyOnce)), testVMI(virtv1.Failed), noAction, false, 0},
+		{"Once keeps the succeeded VMI", testVM(withStrategy(virtv1.RunStrategyOnce), withStatusStrategy(virtv1.RunStrategyOnce)), testVMI(virtv1.Succeeded), noAction, false, 0},
+		{"Once starts another when the finished one is deleted", testVM(withStrategy(virtv1.RunStrategyOnce), withStatusStrategy(virtv1.RunStrategyOnce)), nil, startVMI, false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
