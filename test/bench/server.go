@@ -39,7 +39,7 @@ func findServer(kubeconfig string) (int, error) {
 		if len(args) < 2 || filepath.Base(args[0]) != "virtkube" || args[1] != "server" {
 			continue
 		}
-		if flagValue(args, "--data-dir") == dataDir {
+		if framework.FlagValue(args, "--data-dir", "") == dataDir {
 			return pid, nil
 		}
 		all = append(all, pid)
@@ -48,19 +48,6 @@ func findServer(kubeconfig string) (int, error) {
 		return all[0], nil
 	}
 	return 0, fmt.Errorf("no single `virtkube server` process with --data-dir %s (found %d others); set --server-pid", dataDir, len(all))
-}
-
-// flagValue is the value of flag name in args ("--name v" or "--name=v").
-func flagValue(args []string, name string) string {
-	for i, a := range args {
-		if a == name && i+1 < len(args) {
-			return args[i+1]
-		}
-		if v, ok := strings.CutPrefix(a, name+"="); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // server is a `virtkube server` the bench started (--ab mode).
@@ -131,7 +118,7 @@ func (s *server) stop() error {
 	}
 	reset := []string{"reset", "--data-dir", s.dataDir}
 	for _, f := range []string{"--bridge", "--pod-cidr"} {
-		if v := flagValue(s.args, f); v != "" {
+		if v := framework.FlagValue(s.args, f, ""); v != "" {
 			reset = append(reset, f, v)
 		}
 	}

@@ -335,10 +335,10 @@ func (s *Server) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (
 }
 
 // PodCIDR is this server's pod range: its --pod-cidr, or the default.
-func (s *Server) PodCIDR() string { return flagOf(s.Args, "--pod-cidr", "10.244.0.0/24") }
+func (s *Server) PodCIDR() string { return FlagValue(s.Args, "--pod-cidr", "10.244.0.0/24") }
 
 // Bridge is this server's pods' host bridge: its --bridge, or the default.
-func (s *Server) Bridge() string { return flagOf(s.Args, "--bridge", "virtkube0") }
+func (s *Server) Bridge() string { return FlagValue(s.Args, "--bridge", "virtkube0") }
 
 // RemoveIsolatedNetwork removes the bridge and egress table of
 // $VIRTKUBE_TEST_NETWORK once the test process's servers are gone; without
@@ -348,16 +348,16 @@ func RemoveIsolatedNetwork() error {
 	if args == nil {
 		return nil
 	}
-	return noderuntime.RemoveBridge(flagOf(args, "--bridge", ""))
+	return noderuntime.RemoveBridge(FlagValue(args, "--bridge", ""))
 }
 
 // KubeProxy reports whether the server runs kube-proxy, which Services
 // need to reach guests.
-func (s *Server) KubeProxy() bool { return flagOf(s.Args, "--kube-proxy", "true") != "false" }
+func (s *Server) KubeProxy() bool { return FlagValue(s.Args, "--kube-proxy", "true") != "false" }
 
 // flagOf is the value of the last --name in args (as --name=v or --name v),
 // or def.
-func flagOf(args []string, name, def string) string {
+func FlagValue(args []string, name, def string) string {
 	v := def
 	for i, a := range args {
 		switch {
