@@ -23,6 +23,9 @@ const (
 	KubeVirtName      = "kubevirt"
 )
 
+// KubeVirtKey finds the KubeVirt CR with a controller-runtime client.
+var KubeVirtKey = client.ObjectKey{Namespace: KubeVirtNamespace, Name: KubeVirtName}
+
 // Scheme knows the Kubernetes and kubevirt.io types.
 func Scheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()

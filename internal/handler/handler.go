@@ -326,7 +326,7 @@ func (r *Reconciler) launcherSocket(ctx context.Context, v *virtv1.VirtualMachin
 // feature gates.
 func (r *Reconciler) kubeVirt(ctx context.Context) (*virtv1.KubeVirt, error) {
 	kv := &virtv1.KubeVirt{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: bootstrap.KubeVirtNamespace, Name: bootstrap.KubeVirtName}, kv); err != nil {
+	if err := r.Client.Get(ctx, bootstrap.KubeVirtKey, kv); err != nil {
 		return nil, fmt.Errorf("read KubeVirt CR: %w", err)
 	}
 	return kv, nil

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	virtv1 "kubevirt.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/virtkube/virtkube/internal/bootstrap"
@@ -22,7 +21,7 @@ import (
 // CR means KubeVirt's defaults.
 func (s *configSource) config(ctx context.Context) (webhook.Config, error) {
 	kv := &virtv1.KubeVirt{}
-	err := s.reader.Get(ctx, client.ObjectKey{Namespace: bootstrap.KubeVirtNamespace, Name: bootstrap.KubeVirtName}, kv)
+	err := s.reader.Get(ctx, bootstrap.KubeVirtKey, kv)
 	switch {
 	case apierrors.IsNotFound(err):
 		return webhook.ConfigFrom(nil), nil

@@ -188,7 +188,7 @@ func (r *Reconciler) launcherPod(ctx context.Context, vmi *virtv1.VirtualMachine
 func (r *Reconciler) createPod(ctx context.Context, vmi *virtv1.VirtualMachineInstance) (*corev1.Pod, error) {
 	cfg := r.Pods
 	kv := &virtv1.KubeVirt{}
-	switch err := r.Client.Get(ctx, client.ObjectKey{Namespace: bootstrap.KubeVirtNamespace, Name: bootstrap.KubeVirtName}, kv); {
+	switch err := r.Client.Get(ctx, bootstrap.KubeVirtKey, kv); {
 	case err == nil:
 		if dc := kv.Spec.Configuration.DeveloperConfiguration; dc != nil && dc.CPUAllocationRatio > 0 {
 			cfg.CPUAllocationRatio = dc.CPUAllocationRatio
