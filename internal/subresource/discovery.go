@@ -27,14 +27,18 @@ var resources = []metav1.APIResource{
 	{Name: "virtualmachines/portforward", Namespaced: true, Verbs: metav1.Verbs{"get"}},
 }
 
-func apiGroup() metav1.APIGroup {
-	g := metav1.APIGroup{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroup"}, Name: Group}
-	for _, v := range Versions {
-		g.Versions = append(g.Versions, metav1.GroupVersionForDiscovery{GroupVersion: Group + "/" + v, Version: v})
+// discoveryGroup is the discovery document of group served in versions,
+// the first preferred.
+func discoveryGroup(group string, versions []string) metav1.APIGroup {
+	g := metav1.APIGroup{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroup"}, Name: group}
+	for _, v := range versions {
+		g.Versions = append(g.Versions, metav1.GroupVersionForDiscovery{GroupVersion: group + "/" + v, Version: v})
 	}
 	g.PreferredVersion = g.Versions[0]
 	return g
 }
+
+func apiGroup() metav1.APIGroup { return discoveryGroup(Group, Versions) }
 
 // serveGroupList answers /apis with both groups served here. The
 // aggregator asks it first for the aggregated discovery format; a plain

@@ -28,6 +28,7 @@ package subresource
 import (
 	"context"
 	"net/http"
+	"slices"
 	"time"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
@@ -111,15 +112,23 @@ func (s *Server) Handler() http.Handler {
 	return s.authenticated(mux)
 }
 
-// withVersion answers 404 for a version of the group that is not served.
-func withVersion(next http.HandlerFunc) http.HandlerFunc {
+// withVersion answers 404 for a version of Group that is not served.
+func withVersion(next http.HandlerFunc) http.HandlerFunc { return inVersions(Versions, next) }
+
+// withUploadVersion answers 404 for a version of UploadGroup that is not
+// served.
+func withUploadVersion(next http.HandlerFunc) http.HandlerFunc {
+	return inVersions(UploadVersions, next)
+}
+
+// inVersions runs next for a request whose {version} is one of versions
+// and answers 404 to any other.
+func inVersions(versions []string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		for _, v := range Versions {
-			if r.PathValue("version") == v {
-				next(w, r)
-				return
-			}
+		if !slices.Contains(versions, r.PathValue("version")) {
+			writeError(w, notFound(r.URL.Path))
+			return
 		}
-		writeError(w, notFound(r.URL.Path))
+		next(w, r)
 	}
 }

@@ -47,14 +47,7 @@ var uploadResources = []metav1.APIResource{{
 	Kind: uploadTokenKind, Verbs: metav1.Verbs{"create"}, ShortNames: []string{"utr", "utrs"},
 }}
 
-func uploadAPIGroup() metav1.APIGroup {
-	g := metav1.APIGroup{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "APIGroup"}, Name: UploadGroup}
-	for _, v := range UploadVersions {
-		g.Versions = append(g.Versions, metav1.GroupVersionForDiscovery{GroupVersion: UploadGroup + "/" + v, Version: v})
-	}
-	g.PreferredVersion = g.Versions[0]
-	return g
-}
+func uploadAPIGroup() metav1.APIGroup { return discoveryGroup(UploadGroup, UploadVersions) }
 
 func serveUploadGroup(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, uploadAPIGroup())
@@ -66,20 +59,6 @@ func serveUploadResourceList(w http.ResponseWriter, r *http.Request) {
 		GroupVersion: UploadGroup + "/" + r.PathValue("version"),
 		APIResources: uploadResources,
 	})
-}
-
-// withUploadVersion answers 404 for a version of UploadGroup that is not
-// served.
-func withUploadVersion(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		for _, v := range UploadVersions {
-			if r.PathValue("version") == v {
-				next(w, r)
-				return
-			}
-		}
-		writeError(w, notFound(r.URL.Path))
-	}
 }
 
 // uploadTokenMethodNotAllowed answers every verb but create on
