@@ -134,7 +134,11 @@ printf '%s\n' "${loaded[@]}" >"$root/etc/guest-modules"
 fat_kib=$(((DISK_MIB - 1) * 1024))
 mkfs.fat -F 16 -h 2048 -n VIRTKUBE -C "$tmp/fat.img" "$fat_kib" >/dev/null
 syslinux --install "$tmp/fat.img"
-cat >"$tmp/syslinux.cfg" <<EOF
+# bootloader_cfg MEDIUM: the SYSLINUX/ISOLINUX configuration (the same
+# language) that boots the kernel on the serial console and tells /init
+# which medium it came from.
+bootloader_cfg() {
+	cat <<EOF
 SERIAL 0 115200
 DEFAULT virtkube
 PROMPT 0
@@ -142,8 +146,10 @@ TIMEOUT 0
 LABEL virtkube
   LINUX /vmlinuz
   INITRD /initrd.img
-  APPEND $KERNEL_CMDLINE virtkube.boot=disk
+  APPEND $KERNEL_CMDLINE virtkube.boot=$1
 EOF
+}
+bootloader_cfg disk >"$tmp/syslinux.cfg"
 export MTOOLS_SKIP_CHECK=1
 mcopy -i "$tmp/fat.img" "$vmlinuz" ::vmlinuz
 mcopy -i "$tmp/fat.img" "$tmp/initrd.img" ::initrd.img
@@ -166,16 +172,7 @@ iso_started=$(date +%s%N)
 iso=$tmp/iso
 mkdir -p "$iso/isolinux"
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$iso/isolinux/"
-cat >"$iso/isolinux/isolinux.cfg" <<EOF
-SERIAL 0 115200
-DEFAULT virtkube
-PROMPT 0
-TIMEOUT 0
-LABEL virtkube
-  LINUX /vmlinuz
-  INITRD /initrd.img
-  APPEND $KERNEL_CMDLINE virtkube.boot=iso
-EOF
+bootloader_cfg iso >"$iso/isolinux/isolinux.cfg"
 cp "$vmlinuz" "$iso/vmlinuz"
 cp "$tmp/initrd.img" "$iso/initrd.img"
 # xorriso prints its banner on stderr even with -quiet: show it on failure only.

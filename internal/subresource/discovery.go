@@ -51,16 +51,21 @@ func serveGroupList(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
-func serveGroup(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, apiGroup())
+// serveGroupDiscovery answers /apis/<group> with its discovery document.
+func serveGroupDiscovery(g metav1.APIGroup) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, g) }
 }
 
-func serveResourceList(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, metav1.APIResourceList{
-		TypeMeta:     metav1.TypeMeta{APIVersion: "v1", Kind: "APIResourceList"},
-		GroupVersion: Group + "/" + r.PathValue("version"),
-		APIResources: resources,
-	})
+// serveResources answers /apis/<group>/{version} with the resources of
+// group, the same in every version served.
+func serveResources(group string, list []metav1.APIResource) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, metav1.APIResourceList{
+			TypeMeta:     metav1.TypeMeta{APIVersion: "v1", Kind: "APIResourceList"},
+			GroupVersion: group + "/" + r.PathValue("version"),
+			APIResources: list,
+		})
+	}
 }
 
 // serveVersion answers KubeVirt's version document; `virtctl version`

@@ -70,14 +70,14 @@ type Server struct {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /apis", serveGroupList)
-	mux.HandleFunc("GET /apis/"+Group, serveGroup)
-	mux.HandleFunc("GET /apis/"+Group+"/{version}", withVersion(serveResourceList))
+	mux.HandleFunc("GET /apis/"+Group, serveGroupDiscovery(apiGroup()))
+	mux.HandleFunc("GET /apis/"+Group+"/{version}", withVersion(serveResources(Group, resources)))
 	mux.HandleFunc("GET /apis/"+Group+"/{version}/version", withVersion(serveVersion))
 	mux.HandleFunc("GET /apis/"+Group+"/{version}/healthz", withVersion(serveHealthz))
 	mux.HandleFunc("GET /openapi/v2", serveOpenAPIV2)
 	mux.HandleFunc("GET /openapi/v3", serveOpenAPIV3)
-	mux.HandleFunc("GET /apis/"+UploadGroup, serveUploadGroup)
-	mux.HandleFunc("GET /apis/"+UploadGroup+"/{version}", withUploadVersion(serveUploadResourceList))
+	mux.HandleFunc("GET /apis/"+UploadGroup, serveGroupDiscovery(uploadAPIGroup()))
+	mux.HandleFunc("GET /apis/"+UploadGroup+"/{version}", withUploadVersion(serveResources(UploadGroup, uploadResources)))
 	const utrs = "/apis/" + UploadGroup + "/{version}/namespaces/{namespace}/" + uploadTokenResource
 	mux.HandleFunc("POST "+utrs, withUploadVersion(s.createUploadToken))
 	mux.HandleFunc(utrs, withUploadVersion(uploadTokenMethodNotAllowed))

@@ -49,18 +49,6 @@ var uploadResources = []metav1.APIResource{{
 
 func uploadAPIGroup() metav1.APIGroup { return discoveryGroup(UploadGroup, UploadVersions) }
 
-func serveUploadGroup(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, uploadAPIGroup())
-}
-
-func serveUploadResourceList(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, metav1.APIResourceList{
-		TypeMeta:     metav1.TypeMeta{APIVersion: "v1", Kind: "APIResourceList"},
-		GroupVersion: UploadGroup + "/" + r.PathValue("version"),
-		APIResources: uploadResources,
-	})
-}
-
 // uploadTokenMethodNotAllowed answers every verb but create on
 // uploadtokenrequests as the apiserver answers a verb a resource lacks
 // (e.g. `kubectl get uploadtokenrequests`: nothing is stored to list).
