@@ -88,20 +88,7 @@ spec:
   resources: {requests: {storage: 32Mi}}
 `, pv, loop, node, pv), "apply", "-n", ns, "-f", "-")
 
-	kubectl(t, s, fmt.Sprintf(`apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {name: blockvm}
-spec:
-  domain:
-    resources: {requests: {memory: 128Mi}}
-    devices:
-      disks:
-      - {name: root, disk: {bus: virtio}}
-      - {name: data, disk: {bus: virtio}}
-  volumes:
-  - {name: root, containerDisk: {image: %s}}
-  - {name: data, persistentVolumeClaim: {claimName: raw}}
-`, image), "apply", "-n", ns, "-f", "-")
+	kubectl(t, s, guestWithClaim("blockvm", image, "raw"), "apply", "-n", ns, "-f", "-")
 	v := waitVMI(t, c, ns, "blockvm", "Running and Ready", runningAndReady)
 
 	var info *virtv1.PersistentVolumeClaimInfo

@@ -51,27 +51,11 @@ spec:
 			pvc.Status.Phase, pvc.Spec.VolumeName, ptrString(pvc.Spec.StorageClassName))
 	}
 
-	vmi := func(name string) string {
-		return fmt.Sprintf(`apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {name: %s}
-spec:
-  domain:
-    resources: {requests: {memory: 128Mi}}
-    devices:
-      disks:
-      - {name: root, disk: {bus: virtio}}
-      - {name: data, disk: {bus: virtio}}
-  volumes:
-  - {name: root, containerDisk: {image: %s}}
-  - {name: data, persistentVolumeClaim: {claimName: data}}
-`, name, image)
-	}
 	consoleAddr := fmt.Sprintf("127.0.0.1:%d", s.ConsolePort)
 
 	// First boot: the claim binds to a volume in the default pool, the
 	// guest sees a 64 MiB vdb and writes a marker into it.
-	kubectl(t, s, vmi("writer"), "apply", "-n", ns, "-f", "-")
+	kubectl(t, s, guestWithClaim("writer", image, "data"), "apply", "-n", ns, "-f", "-")
 	v := waitVMI(t, c, ns, "writer", "Running and Ready", runningAndReady)
 	pvc, err = s.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
 	if err != nil {
@@ -103,7 +87,7 @@ spec:
 	kubectl(t, s, "", "delete", "vmi", "writer", "-n", ns, "--wait=true", "--timeout=3m")
 
 	// Second boot, a new VMI on the same claim: the marker is there.
-	kubectl(t, s, vmi("reader"), "apply", "-n", ns, "-f", "-")
+	kubectl(t, s, guestWithClaim("reader", image, "data"), "apply", "-n", ns, "-f", "-")
 	v = waitVMI(t, c, ns, "reader", "Running and Ready", runningAndReady)
 	sh = guestShell(t, s, consoleAddr, v)
 	sh.send(t, "echo read-$(dd if=/dev/vdb bs=7 count=1 2>/dev/null)-back")
@@ -130,4 +114,23 @@ func ptrString(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// guestWithClaim is a VMI of the test guest (containerDisk image) with
+// claim as its second virtio disk, vdb.
+func guestWithClaim(name, image, claim string) string {
+	return fmt.Sprintf(`apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: %s}
+spec:
+  domain:
+    resources: {requests: {memory: 128Mi}}
+    devices:
+      disks:
+      - {name: root, disk: {bus: virtio}}
+      - {name: data, disk: {bus: virtio}}
+  volumes:
+  - {name: root, containerDisk: {image: %s}}
+  - {name: data, persistentVolumeClaim: {claimName: %s}}
+`, name, image, claim)
 }
