@@ -343,7 +343,8 @@ func podPSS(uid types.UID) (float64, map[string]processUse, error) {
 		if err != nil || err2 != nil || err3 != nil {
 			continue // exited meanwhile
 		}
-		u := byProcess[strings.TrimSpace(string(comm))]
+		name := strings.TrimSpace(string(comm))
+		u := byProcess[name]
 		u.cpu += cpu
 		for _, line := range strings.Split(string(body), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
@@ -352,7 +353,7 @@ func podPSS(uid types.UID) (float64, map[string]processUse, error) {
 				u.pss += kib / 1024
 			}
 		}
-		byProcess[strings.TrimSpace(string(comm))] = u
+		byProcess[name] = u
 	}
 	return total, byProcess, nil
 }
