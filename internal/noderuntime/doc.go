@@ -30,8 +30,12 @@
 //
 // A container's first process is a small shell (see containerScript) that
 // sets up the mounts, runs the command as its child, forwards SIGTERM and
-// records the exit code. The pod's status is written through the
-// pods/status subresource when it changes. Pods never restart containers
+// records the exit code. A container that failed and whose
+// terminationMessagePolicy is FallbackToLogsOnError gets, as with kubelet,
+// the tail of its log as its termination message (its last 80 lines, at
+// most 2048 bytes; see logTail), computed again from the same files after
+// a restart. The pod's status is written through the pods/status
+// subresource when it changes. Pods never restart containers
 // (launcher pods have restartPolicy Never): when the launchers end, the pod
 // is Succeeded or Failed and whatever its processes left is killed.
 //
@@ -48,7 +52,8 @@
 //	    volumes/kubernetes.io~empty-dir/<volume>/
 //	    containers/<container>/rootfs/<path>/   a launcher's scratch paths
 //	    containers/<container>/dev/    where its private /dev is staged
-//	    logs/<container>.log           stdout and stderr
+//	    logs/<container>.log           stdout and stderr; its tail is a
+//	                                   failed container's message
 //	    <container>.pid                "<pid> <start time in ticks>"
 //	    <container>.exit               "<code>[ <reason>]", once it ended
 //	<kubelet-root>/ipam/<ip>           the UID of the pod holding <ip>
@@ -72,6 +77,9 @@
 // read-only block claim is not enforced by the runtime; no hostPath,
 // configMap, projected, downward API); init
 // containers of the launcher image only; no hostNetwork, no probes, no
-// container restarts, no /etc/hosts, /etc/resolv.conf or hostname of the
+// container restarts, no terminationMessagePath file (a termination
+// message comes from the log only: containers run on this machine's root,
+// where kubelet's file at /dev/termination-log would be the host's), no
+// /etc/hosts, /etc/resolv.conf or hostname of the
 // pod's, no image garbage collection, IPv4 only.
 package noderuntime

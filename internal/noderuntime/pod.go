@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -95,6 +96,7 @@ type container struct {
 	// The process and how it ended.
 	proc       *process
 	exit       *exitRecord
+	message    string // its termination message, once it ended
 	startedAt  time.Time
 	finishedAt time.Time
 }
@@ -438,7 +440,48 @@ func (w *podWorker) recordExit(c *container) {
 		}
 	}
 	c.exit, c.finishedAt = &rec, finished
+	c.message = w.terminationMessage(c)
 	w.log.Info("container ended", "container", c.name, "exitCode", rec.Code, "reason", rec.Reason)
+}
+
+// terminationMessage is the message of ended container c as kubelet
+// computes it: with terminationMessagePolicy FallbackToLogsOnError, the
+// tail of its log when it failed (see logTail). Nothing is persisted: the
+// log does not grow once the container's process ended (unless something
+// it left running writes on), so a restarted runtime computes the same
+// message from the same files. The terminationMessagePath file is not
+// supported: messages come from logs only.
+func (w *podWorker) terminationMessage(c *container) string {
+	if !fallbackToLogs(c.spec, *c.exit) {
+		return ""
+	}
+	end, cut, err := readEnd(w.logFile(c.name), maxTerminationMessageLogLength)
+	if err != nil {
+		// kubelet's words when it cannot read the log.
+		return fmt.Sprintf("Error on reading termination message from logs: %v", err)
+	}
+	return logTail(end, cut)
+}
+
+// readEnd reads the last n bytes of the file at path (all of a shorter
+// one); cut reports whether bytes precede them.
+func readEnd(path string, n int64) (end []byte, cut bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	off := max(fi.Size()-n, 0)
+	end = make([]byte, fi.Size()-off)
+	k, err := f.ReadAt(end, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	return end[:k], off > 0, nil
 }
 
 // pullImage pulls c's image and finds its containerDisk; it returns when
@@ -767,7 +810,7 @@ func (w *podWorker) containerRun(c *container) containerRun {
 func (w *podWorker) containerState(c *container) corev1.ContainerState {
 	switch {
 	case c.exit != nil:
-		return terminatedState(*c.exit, metav1.NewTime(c.startedAt), metav1.NewTime(c.finishedAt))
+		return terminatedState(*c.exit, c.message, metav1.NewTime(c.startedAt), metav1.NewTime(c.finishedAt))
 	case c.proc != nil:
 		return runningState(metav1.NewTime(c.startedAt))
 	case c.waiting != nil:

@@ -2,7 +2,9 @@ package noderuntime
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -356,4 +359,120 @@ func TestPullImage(t *testing.T) {
 	if other.pulled || other.waiting == nil || other.waiting.Reason != ReasonCreateContainerError {
 		t.Errorf("an image that is no containerDisk: %+v", other.waiting)
 	}
+}
+
+// A failed container with terminationMessagePolicy FallbackToLogsOnError —
+// a CDI-style importer, or an init container — has the tail of its log as
+// its termination message, from the moment its end is seen; a restarted
+// runtime, which finds the ended containers in the pod's files, reports
+// the same status.
+func TestTerminationMessageFromLog(t *testing.T) {
+	root := t.TempDir()
+	r := &Runtime{cfg: RuntimeConfig{KubeletRoot: root, LauncherImagePrefix: "virtkube.local/virt-launcher:"}}
+	fallback := corev1.TerminationMessageFallbackToLogsOnError
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "importer-x", UID: "0123abcd-0000-0000-0000-000000000000"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			InitContainers: []corev1.Container{
+				{Name: "init", Image: "virtkube.local/virt-launcher:v1", TerminationMessagePolicy: fallback},
+			},
+			Containers: []corev1.Container{
+				{Name: "importer", Image: "virtkube.local/virt-launcher:v1", TerminationMessagePolicy: fallback},
+				{Name: "fileonly", Image: "virtkube.local/virt-launcher:v1", TerminationMessagePolicy: corev1.TerminationMessageReadFile},
+				{Name: "fine", Image: "virtkube.local/virt-launcher:v1", TerminationMessagePolicy: fallback},
+			},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	w := newPodWorker(r, pod.UID)
+	if err := os.MkdirAll(filepath.Join(w.dir, "logs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	// Each container runs as the runtime runs it: output to its log, and
+	// its exit recorded as its wrapper records it.
+	scripts := map[string]string{
+		"init":     `echo "copied 3 files"; echo "copy: no space left on device" >&2; exit 1`,
+		"importer": `seq 1 100; echo "cdi-importer: unable to read source: 404 Not Found" >&2; exit 1`,
+		"fileonly": `echo "cdi-importer: boom" >&2; exit 1`,
+		"fine":     `echo "all done"; exit 0`,
+	}
+	for _, name := range []string{"init", "importer", "fileonly", "fine"} {
+		logf, err := os.OpenFile(w.logFile(name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("/bin/sh", "-c", `( `+scripts[name]+` ); rc=$?; echo "$rc" >"$1"; exit "$rc"`, "sh", w.exitFile(name))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		p, err := startProcess(cmd)
+		logf.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := writePidFile(w.pidFile(name), p); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("container %s did not end", name)
+		}
+		c := w.container(containerSpec(pod, name))
+		c.proc, c.startedAt = p, p.Started
+		w.advance(pod, c)
+	}
+
+	// The importer's last 80 lines: the first 21 of its 101 go.
+	var importerTail strings.Builder
+	for i := 22; i <= 100; i++ {
+		fmt.Fprintf(&importerTail, "%d\n", i)
+	}
+	importerTail.WriteString("cdi-importer: unable to read source: 404 Not Found\n")
+	wantMessages := map[string]string{
+		"importer": importerTail.String(),
+		"fileonly": "",
+		"fine":     "",
+	}
+	check := func(when string, st corev1.PodStatus) {
+		t.Helper()
+		if len(st.InitContainerStatuses) != 1 || len(st.ContainerStatuses) != 3 {
+			t.Fatalf("%s: statuses %+v %+v", when, st.InitContainerStatuses, st.ContainerStatuses)
+		}
+		if term := st.InitContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 1 || term.Message != "copied 3 files\ncopy: no space left on device\n" {
+			t.Errorf("%s: init container %+v", when, st.InitContainerStatuses[0].State)
+		}
+		for _, cs := range st.ContainerStatuses {
+			if term := cs.State.Terminated; term == nil || term.Message != wantMessages[cs.Name] {
+				t.Errorf("%s: container %s: %+v, want message %q", when, cs.Name, cs.State.Terminated, wantMessages[cs.Name])
+			}
+		}
+	}
+	first := podStatus(pod, w.podRun(pod), metav1.Now())
+	check("first run", first)
+
+	// The runtime restarts: the containers are found ended in their files.
+	again := newPodWorker(r, pod.UID)
+	again.loadProcesses(pod)
+	pod.Status = first
+	restarted := podStatus(pod, again.podRun(pod), metav1.Now())
+	check("after a restart", restarted)
+	if !equality.Semantic.DeepEqual(first, restarted) {
+		t.Errorf("a restarted runtime reports another status:\n%+v\n%+v", first, restarted)
+	}
+}
+
+// containerSpec finds pod's container or init container name.
+func containerSpec(pod *corev1.Pod, name string) (*corev1.Container, bool) {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i], true
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i], false
+		}
+	}
+	panic("no container " + name)
 }

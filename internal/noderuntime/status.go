@@ -3,6 +3,7 @@ package noderuntime
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,22 @@ const (
 	ReasonPodCompleted           = "PodCompleted"
 	ReasonPodInitializing        = "PodInitializing"
 	ReasonNotInitialized         = "ContainersNotInitialized"
+)
+
+// Kubelet's bounds on termination messages (pkg/kubelet/container's
+// MaxContainerTerminationMessageLogLines, MaxContainerTerminationMessageLogLength
+// and MaxPodTerminationMessageLogLength).
+const (
+	// maxTerminationMessageLogLines is how many of the last lines of its log
+	// a failed container's message may hold.
+	maxTerminationMessageLogLines = 80
+	// maxTerminationMessageLogLength is how many of the last bytes of its log
+	// a failed container's message may hold.
+	maxTerminationMessageLogLength = 2048
+	// maxPodTerminationMessageLength is how many bytes the messages of all of
+	// a pod's containers may hold together: each container gets an even
+	// share, and the end of a longer message is cut.
+	maxPodTerminationMessageLength = 12 * 1024
 )
 
 // rejection is why a pod can never run on this node.
@@ -75,9 +92,15 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 		st.PodIPs = []corev1.PodIP{{IP: run.PodIP}}
 	}
 
+	messageShare := maxPodTerminationMessageLength
+	if n := len(pod.Spec.InitContainers) + len(pod.Spec.Containers) + len(pod.Spec.EphemeralContainers); n > 0 {
+		messageShare /= n
+	}
+
 	st.InitContainerStatuses = nil
 	var uninitialized []string
 	for _, c := range run.InitContainers {
+		c.State = limitMessage(c.State, messageShare)
 		done := c.State.Terminated != nil && c.State.Terminated.ExitCode == 0
 		st.InitContainerStatuses = append(st.InitContainerStatuses, corev1.ContainerStatus{
 			Name:    c.Name,
@@ -103,6 +126,7 @@ func podStatus(pod *corev1.Pod, run podRun, now metav1.Time) corev1.PodStatus {
 		if len(uninitialized) > 0 && c.State.Running == nil && c.State.Terminated == nil {
 			c.State = waitingState(ReasonPodInitializing, "")
 		}
+		c.State = limitMessage(c.State, messageShare)
 		running := c.State.Running != nil
 		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
 			Name:    c.Name,
@@ -242,8 +266,9 @@ func findCondition(conds []corev1.PodCondition, t corev1.PodConditionType) *core
 	return nil
 }
 
-// terminatedState is a container's end as kubelet reports it.
-func terminatedState(rec exitRecord, started, finished metav1.Time) corev1.ContainerState {
+// terminatedState is a container's end as kubelet reports it, with its
+// termination message (see terminationMessage).
+func terminatedState(rec exitRecord, message string, started, finished metav1.Time) corev1.ContainerState {
 	reason := rec.Reason
 	if reason == "" {
 		reason = ReasonCompleted
@@ -254,6 +279,7 @@ func terminatedState(rec exitRecord, started, finished metav1.Time) corev1.Conta
 	return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 		ExitCode:   rec.Code,
 		Reason:     reason,
+		Message:    message,
 		StartedAt:  started.Rfc3339Copy(),
 		FinishedAt: finished.Rfc3339Copy(),
 	}}
@@ -265,4 +291,63 @@ func waitingState(reason, msg string) corev1.ContainerState {
 
 func runningState(started metav1.Time) corev1.ContainerState {
 	return corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started.Rfc3339Copy()}}
+}
+
+// limitMessage cuts the end of a terminated state's message to limit
+// bytes, as kubelet does to keep the pod's status small, at a character
+// boundary.
+func limitMessage(st corev1.ContainerState, limit int) corev1.ContainerState {
+	if st.Terminated == nil || len(st.Terminated.Message) <= limit {
+		return st
+	}
+	t := *st.Terminated
+	n := limit
+	for n > 0 && !utf8.RuneStart(t.Message[n]) {
+		n--
+	}
+	t.Message = t.Message[:n]
+	st.Terminated = &t
+	return st
+}
+
+// fallbackToLogs reports whether the message of spec's container, ended as
+// rec says, is the tail of its log, as kubelet decides it: its
+// terminationMessagePolicy is FallbackToLogsOnError and it failed (a
+// container that could not even be started has no log worth reading). An
+// unset policy is File, the API's default.
+func fallbackToLogs(spec *corev1.Container, rec exitRecord) bool {
+	return spec != nil && spec.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError &&
+		rec.Code != 0 && rec.Reason != "ContainerCannotRun"
+}
+
+// logTail is a failed container's termination message from the end of its
+// log: at most its last maxTerminationMessageLogLines lines and its last
+// maxTerminationMessageLogLength bytes, as kubelet reads it. end is the end
+// of the log (longer is fine), cut whether bytes of the log precede it. The
+// message is valid UTF-8, so that it reads back from the API server as it
+// was written: a character the byte limit cut is dropped, bytes that are no
+// text are U+FFFD.
+func logTail(end []byte, cut bool) string {
+	if len(end) > maxTerminationMessageLogLength {
+		end, cut = end[len(end)-maxTerminationMessageLogLength:], true
+	}
+	// The last byte ends the last line, a newline or not.
+	for i, lines := len(end)-2, 0; i >= 0; i-- {
+		if end[i] != '\n' {
+			continue
+		}
+		if lines++; lines == maxTerminationMessageLogLines {
+			end, cut = end[i+1:], false
+			break
+		}
+	}
+	for k := 0; cut && k < utf8.UTFMax-1 && len(end) > 0 && !utf8.RuneStart(end[0]); k++ {
+		end = end[1:]
+	}
+	msg := strings.ToValidUTF8(string(end), string(utf8.RuneError))
+	for len(msg) > maxTerminationMessageLogLength {
+		_, size := utf8.DecodeRuneInString(msg)
+		msg = msg[size:]
+	}
+	return msg
 }

@@ -1,8 +1,11 @@
 package noderuntime
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -22,7 +25,7 @@ func waiting(name, reason string) containerRun {
 	return containerRun{Name: name, Image: "img-" + name, State: waitingState(reason, "msg")}
 }
 func exited(name string, code int32) containerRun {
-	return containerRun{Name: name, Image: "img-" + name, State: terminatedState(exitRecord{Code: code}, t0, t1)}
+	return containerRun{Name: name, Image: "img-" + name, State: terminatedState(exitRecord{Code: code}, "", t0, t1)}
 }
 
 func TestPodPhase(t *testing.T) {
@@ -265,4 +268,115 @@ func TestPodStatusReadinessGates(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A failed container's message is the end of its log as kubelet reads it:
+// at most the last 80 lines and the last 2048 bytes, valid UTF-8.
+func TestLogTail(t *testing.T) {
+	numbered := func(n, width int) string {
+		var b strings.Builder
+		for i := range n {
+			line := fmt.Sprintf("line %03d ", i)
+			b.WriteString(line + strings.Repeat("x", width-len(line)-1) + "\n")
+		}
+		return b.String()
+	}
+	hundredShort := numbered(100, 10)
+	thirtyLong := numbered(30, 100)
+	accents := strings.Repeat("é", 1500) + "\n"
+	tests := []struct {
+		name string
+		log  string
+		cut  bool
+		want string
+	}{
+		{"empty log", "", false, ""},
+		{"short log, whole", "progress\ncdi-importer: boom\n", false, "progress\ncdi-importer: boom\n"},
+		{"no final newline", "progress\ncdi-importer: boom", false, "progress\ncdi-importer: boom"},
+		{"80 lines, whole", numbered(80, 10), false, numbered(80, 10)},
+		{"81 lines, the first goes", numbered(81, 10), false, numbered(81, 10)[10:]},
+		{"81 lines without a final newline, the first goes", strings.TrimSuffix(numbered(81, 10), "\n"), false, strings.TrimSuffix(numbered(81, 10)[10:], "\n")},
+		{"lines bound first: the last 80 of 100", hundredShort, false, hundredShort[20*10:]},
+		{"bytes bound first: the last 2048 of 3000", thirtyLong, false, thirtyLong[len(thirtyLong)-2048:]},
+		{"given the last bytes only, lines still count", hundredShort[len(hundredShort)-900:], true, hundredShort[20*10:]},
+		{"a character cut by the byte bound goes", accents, false, strings.Repeat("é", 1023) + "\n"},
+		{"a character cut by the read goes", "\xa9 tail é\n", true, " tail é\n"},
+		{"bytes that are no text are U+FFFD", "bad \xff byte\n", false, "bad \uFFFD byte\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := logTail([]byte(tt.log), tt.cut)
+			if got != tt.want {
+				t.Errorf("logTail = %q (%d bytes), want %q (%d bytes)", got, len(got), tt.want, len(tt.want))
+			}
+			if len(got) > maxTerminationMessageLogLength || !utf8.ValidString(got) {
+				t.Errorf("logTail = %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+			}
+		})
+	}
+}
+
+// Only a failed container with terminationMessagePolicy
+// FallbackToLogsOnError gets its log as its message, as with kubelet.
+func TestFallbackToLogs(t *testing.T) {
+	fallback := &corev1.Container{TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError}
+	file := &corev1.Container{TerminationMessagePolicy: corev1.TerminationMessageReadFile}
+	tests := []struct {
+		name string
+		spec *corev1.Container
+		rec  exitRecord
+		want bool
+	}{
+		{"failed, FallbackToLogsOnError", fallback, exitRecord{Code: 1}, true},
+		{"succeeded", fallback, exitRecord{Code: 0}, false},
+		{"killed", fallback, exitRecord{Code: 137}, true},
+		{"setup failed: its log says why", fallback, exitRecord{Code: exitStartError, Reason: ReasonStartError}, true},
+		{"could not run at all", fallback, exitRecord{Code: 128, Reason: "ContainerCannotRun"}, false},
+		{"policy File", file, exitRecord{Code: 1}, false},
+		{"policy unset: File", &corev1.Container{}, exitRecord{Code: 1}, false},
+		{"no spec (a gone pod's)", nil, exitRecord{Code: 1}, false},
+	}
+	for _, tt := range tests {
+		if got := fallbackToLogs(tt.spec, tt.rec); got != tt.want {
+			t.Errorf("%s: fallbackToLogs = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// Termination messages reach the statuses of init containers and
+// containers; together they stay within kubelet's 12KiB per pod, each cut
+// at its end to an even share.
+func TestPodStatusTerminationMessages(t *testing.T) {
+	pod := &corev1.Pod{
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init"}},
+			Containers:     []corev1.Container{{Name: "importer"}, {Name: "chatty"}},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	share := maxPodTerminationMessageLength / 3
+	long := strings.Repeat("é", share) // twice the share in bytes
+	run := podRun{
+		InitContainers: []containerRun{{Name: "init", State: terminatedState(exitRecord{Code: 0}, "", t0, t1)}},
+		Containers: []containerRun{
+			{Name: "importer", State: terminatedState(exitRecord{Code: 1}, "cdi-importer: boom\n", t1, t2)},
+			{Name: "chatty", State: terminatedState(exitRecord{Code: 2}, "x"+long, t1, t2)},
+		},
+	}
+	st := podStatus(pod, run, t2)
+	want(t, "phase", st.Phase, corev1.PodFailed)
+	want(t, "init message", st.InitContainerStatuses[0].State.Terminated.Message, "")
+	want(t, "importer message", st.ContainerStatuses[0].State.Terminated.Message, "cdi-importer: boom\n")
+	want(t, "importer reason", st.ContainerStatuses[0].State.Terminated.Reason, ReasonError)
+	// "x" then two-byte characters: the share ends inside one, which goes.
+	want(t, "long message", st.ContainerStatuses[1].State.Terminated.Message, "x"+long[:share-2])
+	want(t, "long message in the run", run.Containers[1].State.Terminated.Message, "x"+long)
+
+	failedInit := podRun{
+		InitContainers: []containerRun{{Name: "init", State: terminatedState(exitRecord{Code: 1}, "copy failed\n", t0, t1)}},
+		Containers:     []containerRun{waiting("importer", ReasonContainerCreating), waiting("chatty", ReasonContainerCreating)},
+	}
+	st = podStatus(&corev1.Pod{Spec: pod.Spec, Status: corev1.PodStatus{Phase: corev1.PodPending}}, failedInit, t2)
+	want(t, "phase after a failed init container", st.Phase, corev1.PodFailed)
+	want(t, "init message", st.InitContainerStatuses[0].State.Terminated.Message, "copy failed\n")
 }
