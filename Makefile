@@ -21,7 +21,7 @@ LDFLAGS := -s -w \
 BIN ?= bin
 
 # Names virtkube answers to when called through a link (see cmd/virtkube).
-LINKS := kubectl virt-api virt-controller virt-handler hostpath-provisioner
+LINKS := kubectl virt-api virt-controller virt-handler hostpath-provisioner cdi-importer
 
 .PHONY: build generate test clean
 build:

@@ -4,13 +4,14 @@
 # beside `dd` of the same file to the same disk, an http import beside `curl`
 # of the same file, and a VM with a blank DataVolume from create to Running.
 #
-#   hack/bench-storage.sh DATA_DIR [SIZE_MIB] [BLANK_SIZE]
+#   [BRIDGE=virtkube0] hack/bench-storage.sh DATA_DIR [SIZE_MIB] [BLANK_SIZE]
 #
 # DATA_DIR is the server's --data-dir (its kubeconfig and hostpath pool live
 # there); SIZE_MIB defaults to 2048, BLANK_SIZE to 10Gi. Needs bin/ from
 # `make build`, python3 and curl, and a server that can start VMs (without KVM,
 # useEmulation in the KubeVirt CR, as `go run ./test/bench` sets it). Leaves
-# nothing behind.
+# nothing behind. The http source is served on the host's address on the pod
+# network (the server's --bridge, BRIDGE), where the importer pod reaches it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: $0 DATA_DIR [SIZE_MIB] [BLANK_SIZE]}
@@ -46,12 +47,14 @@ bin/virtctl image-upload dv upload -n "$ns" --size "$((mib + 64))Mi" --image-pat
 t1=$(now)
 echo "virtctl image-upload dv (to Succeeded): $(rate "$mib" "$(echo "$t1 - $t0" | bc)")"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$tmp" >/dev/null 2>&1 &
+gw=$(ip -4 -o addr show dev "${BRIDGE:-virtkube0}" | awk '{ split($4, a, "/"); print a[1]; exit }')
+[ -n "$gw" ] || { echo "no IPv4 address on bridge ${BRIDGE:-virtkube0}; set BRIDGE to the server's --bridge" >&2; exit 1; }
+port=$(python3 -c 'import socket, sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$gw")
+python3 -m http.server "$port" --bind "$gw" --directory "$tmp" >/dev/null 2>&1 &
 http=$!
-until curl -fsI "http://127.0.0.1:$port/image.raw" >/dev/null 2>&1; do sleep 0.1; done
+until curl -fsI "http://$gw:$port/image.raw" >/dev/null 2>&1; do sleep 0.1; done
 t0=$(now)
-curl -fs -o "$tmp/curl.raw" "http://127.0.0.1:$port/image.raw"
+curl -fs -o "$tmp/curl.raw" "http://$gw:$port/image.raw"
 sync "$tmp/curl.raw"
 t1=$(now)
 rm -f "$tmp/curl.raw"
@@ -63,7 +66,7 @@ apiVersion: cdi.kubevirt.io/v1beta1
 kind: DataVolume
 metadata: {name: web}
 spec:
-  source: {http: {url: "http://127.0.0.1:$port/image.raw"}}
+  source: {http: {url: "http://$gw:$port/image.raw"}}
   storage: {resources: {requests: {storage: $((mib + 64))Mi}}}
 EOF
 $kubectl wait -n "$ns" dv/web --for=jsonpath='{.status.phase}'=Succeeded --timeout=30m >/dev/null

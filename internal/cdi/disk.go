@@ -144,16 +144,6 @@ func convert(ctx context.Context, format, src, dst string, progress func(percent
 	return nil
 }
 
-// Clone copies the disk.img of srcDir into dstDir, grown to size, telling
-// progress (when not nil) how far the copy has got.
-func Clone(ctx context.Context, srcDir, dstDir string, size int64, progress func(percent float64)) error {
-	src := filepath.Join(srcDir, DiskFile)
-	if _, err := os.Stat(src); err != nil {
-		return fmt.Errorf("source claim has no %s: %w", DiskFile, err)
-	}
-	return install(ctx, src, dstDir, size, progress, false)
-}
-
 // imageFacts is what `qemu-img info` says of an image.
 type imageFacts struct {
 	Format      string `json:"format"`

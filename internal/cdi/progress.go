@@ -103,10 +103,16 @@ func (p *ProgressReporter) Report(ctx context.Context, value string) {
 // for a compressed source, the compressed bytes). A nil p or an unknown
 // total reports nothing.
 func (p *ProgressReporter) Reader(ctx context.Context, r io.Reader, total int64) io.Reader {
-	if p == nil || total <= 0 {
+	if p == nil {
 		return r
 	}
-	return &progressReader{ctx: ctx, r: r, total: total, p: p}
+	var last string
+	return ProgressReader(r, total, func(pct float64) {
+		if v := ProgressPercent(pct); v != last {
+			last = v
+			p.Report(ctx, v)
+		}
+	})
 }
 
 // Percent is a conversion's progress callback (see ImportFile) that
@@ -118,20 +124,30 @@ func (p *ProgressReporter) Percent(ctx context.Context) func(float64) {
 	return func(pct float64) { p.Report(ctx, ProgressPercent(pct)) }
 }
 
+// ProgressReader tells report, after each read through it, the percentage
+// of total read so far: the progress of a download or upload whose length
+// is known, for a sink of any kind (a DataVolume's status through
+// ProgressReporter.Reader, an importer pod's metric). A nil report or an
+// unknown total (0 or less) reports nothing and returns r itself.
+func ProgressReader(r io.Reader, total int64, report func(percent float64)) io.Reader {
+	if report == nil || total <= 0 {
+		return r
+	}
+	return &progressReader{r: r, total: total, report: report}
+}
+
+// progressReader is ProgressReader's reader.
 type progressReader struct {
-	ctx         context.Context
-	r           io.Reader
-	n, total    int64
-	p           *ProgressReporter
-	lastPercent string
+	r        io.Reader
+	n, total int64
+	report   func(percent float64)
 }
 
 func (r *progressReader) Read(b []byte) (int, error) {
 	n, err := r.r.Read(b)
 	r.n += int64(n)
-	if v := Progress(r.n, r.total); v != r.lastPercent {
-		r.lastPercent = v
-		r.p.Report(r.ctx, v)
+	if n > 0 {
+		r.report(100 * float64(r.n) / float64(r.total))
 	}
 	return n, err
 }

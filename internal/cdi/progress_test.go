@@ -121,3 +121,34 @@ func TestProgressReporter(t *testing.T) {
 		t.Error("a nil reporter's Reader is nil")
 	}
 }
+
+// ProgressReader tells its sink the share of total read after each read,
+// and is the reader itself when there is nothing to report.
+func TestProgressReader(t *testing.T) {
+	var got []float64
+	r := ProgressReader(bytes.NewReader(make([]byte, 400)), 400, func(p float64) { got = append(got, p) })
+	buf := make([]byte, 100)
+	for {
+		if _, err := r.Read(buf); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []float64{25, 50, 75, 100}
+	if len(got) != len(want) {
+		t.Fatalf("reported %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("reported %v, want %v", got, want)
+		}
+	}
+	src := bytes.NewReader(nil)
+	if r := ProgressReader(src, -1, func(float64) {}); r != src {
+		t.Error("an unknown total wraps the reader")
+	}
+	if r := ProgressReader(src, 10, nil); r != src {
+		t.Error("a nil report wraps the reader")
+	}
+}

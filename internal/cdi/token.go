@@ -79,3 +79,12 @@ func mac(key []byte, payload string) []byte {
 	h.Write([]byte(payload))
 	return h.Sum(nil)
 }
+
+// UploadPodToken is the token the upload pod of one claim (by namespace,
+// name and UID) takes data with: a MAC under the upload token key, so
+// virt-controller, which puts it in the pod's Secret, and the upload proxy,
+// which forwards with it, both know it without sharing per-claim Secrets,
+// and a new claim of the same name gets another.
+func UploadPodToken(key []byte, namespace, claim, uid string) string {
+	return base64.RawURLEncoding.EncodeToString(mac(key, "upload-pod\x00"+namespace+"\x00"+claim+"\x00"+uid))
+}

@@ -1,18 +1,19 @@
 // Package uploadproxy is CDI's upload proxy: an HTTPS endpoint that takes a
 // disk image for a claim, authorised by a token from an UploadTokenRequest
-// (signed by virt-api), and writes it into the claim as a raw disk.img,
-// reporting the upload's progress on the claim's DataVolume. CDI's proxy forwards to a
-// per-claim upload pod; here the proxy runs on the node of the hostpath
-// volumes and writes the claim's directory itself (see
-// docs/design/0006-datavolumes.md).
+// (signed by virt-api), and forwards it to the claim's upload pod (run by
+// the upload claim controller, see package datavolume), which writes it
+// into the claim as a raw disk.img; the proxy reports the upload's progress
+// on the claim's DataVolume. See docs/design/0008-datavolumes-on-a-cluster.md.
 package uploadproxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,11 +26,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/cdi"
+	"github.com/virtkube/virtkube/internal/cdi/importer"
 )
 
-// The paths CDI's upload proxy serves. The async variants answer once the
-// data is in; here processing (conversion to raw) also happens before the
-// answer, which a client of the async protocol cannot tell apart.
+// The paths CDI's upload proxy serves, forwarded as they are to the upload
+// pod. The async variants answer once the data is in; there processing
+// (conversion to raw) also happens before the answer, which a client of
+// the async protocol cannot tell apart.
 var uploadPaths = []string{
 	"/v1beta1/upload", "/v1beta1/upload-async",
 	"/v1alpha1/upload", "/v1alpha1/upload-async",
@@ -37,12 +40,17 @@ var uploadPaths = []string{
 
 // Server serves uploads.
 type Server struct {
-	// Client reads claims and volumes and marks a claim populated.
+	// Client reads claims and their upload pods, and writes an upload's
+	// progress on its DataVolume.
 	Client client.Client
 	// Key returns the token signing key.
 	Key func(context.Context) ([]byte, error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// HTTP forwards uploads to upload pods; nil is http.DefaultClient.
+	HTTP *http.Client
+	// UploadPort is the upload pods' port; 0 is importer.DefaultPort.
+	UploadPort int
 	// ProgressInterval is the least time between two writes of an
 	// upload's progress to its DataVolume; 0 is
 	// cdi.DefaultProgressInterval.
@@ -99,31 +107,69 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("claim %s already holds its upload", key), http.StatusConflict)
 		return
 	}
-	dir, err := cdi.VolumeDir(ctx, s.Client, pvc)
-	if errors.Is(err, cdi.ErrNotBound) {
-		http.Error(w, fmt.Sprintf("claim %s is not ready for upload yet", key), http.StatusServiceUnavailable)
+	if pvc.Annotations[cdi.AnnPodReady] != "true" {
+		http.Error(w, fmt.Sprintf("claim %s is not ready for upload yet: its upload pod is not running", key), http.StatusServiceUnavailable)
 		return
-	} else if err != nil {
+	}
+	target, token, err := s.uploadPod(ctx, pvc)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("claim %s is not ready for upload yet: %v", key, err), http.StatusServiceUnavailable)
+		return
+	}
+	out, err := http.NewRequestWithContext(ctx, r.Method, target+r.URL.Path, s.progress(pvc).Reader(ctx, r.Body, r.ContentLength))
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	size := pvc.Spec.Resources.Requests.Storage().Value()
-	n, err := cdi.Import(ctx, dir, s.progress(pvc).Reader(ctx, r.Body, r.ContentLength), size)
+	out.ContentLength = r.ContentLength
+	out.Header.Set("Authorization", "Bearer "+token)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		out.Header.Set("Content-Type", ct)
+	}
+	resp, err := s.transport().Do(out)
 	if err != nil {
-		// Nothing of a failed upload is kept: disk.img appears only
-		// whole, and the claim stays ready for another try.
-		log.Info("upload failed", "bytes", n, "err", err)
-		http.Error(w, "upload failed: "+err.Error(), http.StatusBadRequest)
+		// The upload pod keeps nothing of a cut-off upload, and takes
+		// another.
+		log.Info("upload failed", "err", err)
+		http.Error(w, "upload failed: "+err.Error(), http.StatusBadGateway)
 		return
 	}
-	patch := client.MergeFrom(pvc.DeepCopy())
-	pvc.Annotations[cdi.AnnPodPhase] = string(corev1.PodSucceeded)
-	if err := s.Client.Patch(ctx, pvc, patch); err != nil {
-		http.Error(w, fmt.Sprintf("mark claim %s uploaded: %v", key, err), http.StatusInternalServerError)
-		return
+	defer resp.Body.Close()
+	log.Info("upload forwarded", "status", resp.Status)
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		w.Header().Set("Content-Type", ct)
 	}
-	log.Info("upload complete", "bytes", n)
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// uploadPod is the base URL of the claim's upload pod and the token it
+// wants.
+func (s *Server) uploadPod(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (string, string, error) {
+	pod := &corev1.Pod{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: pvc.Namespace, Name: cdi.UploadPodName(pvc.Name)}, pod); err != nil {
+		return "", "", fmt.Errorf("upload pod: %w", err)
+	}
+	if pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" || !metav1.IsControlledBy(pod, pvc) {
+		return "", "", fmt.Errorf("upload pod %s is %s", pod.Name, pod.Status.Phase)
+	}
+	key, err := s.Key(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	port := s.UploadPort
+	if port == 0 {
+		port = importer.DefaultPort
+	}
+	host := net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port))
+	return "http://" + host, cdi.UploadPodToken(key, pvc.Namespace, pvc.Name, string(pvc.UID)), nil
+}
+
+func (s *Server) transport() *http.Client {
+	if s.HTTP != nil {
+		return s.HTTP
+	}
+	return http.DefaultClient
 }
 
 // progress reports an upload into a DataVolume's claim on the DataVolume,

@@ -275,7 +275,8 @@ func (o *uploadOptions) create(ctx context.Context, kc crclient.Client, kind str
 	return nil
 }
 
-// uploadReady: a DataVolume in UploadReady, or a bound upload claim.
+// uploadReady: a DataVolume in UploadReady, or an upload claim whose upload
+// pod takes data.
 func uploadReady(ctx context.Context, kc crclient.Client, kind string, key crclient.ObjectKey) (bool, error) {
 	if kind == "dv" {
 		dv := &cdiv1.DataVolume{}
@@ -297,7 +298,7 @@ func uploadReady(ctx context.Context, kc crclient.Client, kind string, key crcli
 	if _, ok := pvc.Annotations[cdi.AnnUploadRequest]; !ok {
 		return false, fmt.Errorf("PVC %s is not an upload claim (no %s annotation)", key.Name, cdi.AnnUploadRequest)
 	}
-	return pvc.Status.Phase == corev1.ClaimBound, nil
+	return pvc.Annotations[cdi.AnnPodReady] == "true", nil
 }
 
 // uploadDone: the claim holds the upload.

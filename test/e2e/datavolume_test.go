@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -69,9 +70,32 @@ func waitDataVolume(t *testing.T, s *framework.Server, c client.Client, ns, name
 	return filepath.Join(s.DataDir, "hpvolumes", "csi", pvc.Spec.VolumeName, "disk.img")
 }
 
-// Blank, http (a qcow2 served on loopback) and registry (the test guest's
-// containerDisk) DataVolumes reach Succeeded with a raw disk.img of their
-// size holding the source's bytes.
+// podNetworkServer serves handler on the host's address on s's pod
+// network, where importer pods reach it (not on loopback, which is each
+// pod's own).
+func podNetworkServer(t *testing.T, s *framework.Server, handler http.Handler) *httptest.Server {
+	t.Helper()
+	gw, err := s.PodGateway()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(gw.String(), "0"))
+	if err != nil {
+		t.Fatalf("listen on the pod network's gateway: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(handler)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Blank, http (a qcow2 served on the pod network) and registry (the test
+// guest's containerDisk, pulled by the node from the loopback registry:
+// CDI's pullMethod node) DataVolumes reach Succeeded with a raw disk.img of
+// their size holding the source's bytes, each filled by an importer pod
+// that is gone afterwards.
 func TestDataVolumeImports(t *testing.T) {
 	s := shared
 	c := cdiClient(t, s)
@@ -87,8 +111,7 @@ func TestDataVolumeImports(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow).CombinedOutput(); err != nil {
 		t.Fatalf("make qcow2: %v: %s", err, out)
 	}
-	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(qcow))))
-	defer srv.Close()
+	srv := podNetworkServer(t, s, http.FileServer(http.Dir(filepath.Dir(qcow))))
 
 	const size = 64 << 20
 	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
@@ -112,7 +135,7 @@ apiVersion: cdi.kubevirt.io/v1beta1
 kind: DataVolume
 metadata: {name: registry}
 spec:
-  source: {registry: {url: "docker://%s"}}
+  source: {registry: {url: "docker://%s", pullMethod: node}}
   storage: {resources: {requests: {storage: 64Mi}}}
 `, srv.URL, filepath.Base(qcow), image), "apply", "-n", ns, "-f", "-")
 
@@ -144,6 +167,10 @@ spec:
 	if out := kubectl(t, s, "", "get", "dv", "-n", ns); strings.Count(out, "Succeeded") != 3 || !strings.Contains(out, "100.0%") {
 		t.Errorf("kubectl get dv: want three Succeeded at 100.0%%:\n%s", out)
 	}
+	framework.Eventually(t, time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string) {
+		out := kubectl(t, s, "", "get", "pods", "-n", ns, "-o", "name")
+		return !strings.Contains(out, "importer-"), "importer pods left after Succeeded:\n" + out
+	})
 }
 
 // virtctl image-upload as the seed runs it: the test guest's qcow2 goes
@@ -262,7 +289,7 @@ func TestDataVolumeImportProgress(t *testing.T) {
 
 	content := bytes.Repeat([]byte("progress "), (4<<20)/9)
 	const chunk = 64 << 10
-	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	src := podNetworkServer(t, s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
 		for off := 0; off < len(content); off += chunk {
 			if _, err := w.Write(content[off:min(off+chunk, len(content))]); err != nil {
@@ -276,7 +303,6 @@ func TestDataVolumeImportProgress(t *testing.T) {
 			}
 		}
 	}))
-	defer src.Close()
 
 	progress := watchProgress(t, s, c, ns, "slow")
 	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
@@ -376,7 +402,7 @@ func TestDataVolumeImportRetry(t *testing.T) {
 
 	content := bytes.Repeat([]byte("retry-me "), (2<<20)/9)
 	var requests atomic.Int32
-	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	src := podNetworkServer(t, s, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
 		if requests.Add(1) == 1 {
 			w.Write(content[:len(content)/2])
@@ -385,7 +411,6 @@ func TestDataVolumeImportRetry(t *testing.T) {
 		}
 		w.Write(content)
 	}))
-	defer src.Close()
 
 	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
 kind: DataVolume
@@ -405,5 +430,9 @@ spec:
 	}
 	if n := requests.Load(); n < 2 || dv.Status.RestartCount < 1 {
 		t.Errorf("%d requests to the source, restartCount %d; want the cut-off download retried and counted", n, dv.Status.RestartCount)
+	}
+	// The failed importer pod's last words reach the user as an event.
+	if out := kubectl(t, s, "", "get", "events", "-n", ns, "--field-selector", "involvedObject.name=flaky,reason=Error"); !strings.Contains(out, "cdi-importer:") || !strings.Contains(out, src.URL) {
+		t.Errorf("want a Warning event carrying the importer's error about %s:\n%s", src.URL, out)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,8 +205,7 @@ func TestDataVolumeClone(t *testing.T) {
 	ns, other := s.Namespace(t), s.Namespace(t)
 
 	content := bytes.Repeat([]byte("virtkube-clone!\n"), 65536) // 1 MiB
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(content) }))
-	defer srv.Close()
+	srv := podNetworkServer(t, s, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(content) }))
 	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
 kind: DataVolume
 metadata: {name: source}

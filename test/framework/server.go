@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -336,6 +337,16 @@ func (s *Server) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (
 
 // PodCIDR is this server's pod range: its --pod-cidr, or the default.
 func (s *Server) PodCIDR() string { return FlagValue(s.Args, "--pod-cidr", "10.244.0.0/24") }
+
+// PodGateway is the host's address on the pod network (the first of the
+// pod range, on the bridge): what a test serves on for pods to reach it.
+func (s *Server) PodGateway() (netip.Addr, error) {
+	p, err := netip.ParsePrefix(s.PodCIDR())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("pod range %q: %w", s.PodCIDR(), err)
+	}
+	return p.Masked().Addr().Next(), nil
+}
 
 // Bridge is this server's pods' host bridge: its --bridge, or the default.
 func (s *Server) Bridge() string { return FlagValue(s.Args, "--bridge", "virtkube0") }

@@ -21,6 +21,7 @@ import (
 	"github.com/virtkube/virtkube/internal/controller/vm"
 	"github.com/virtkube/virtkube/internal/controller/vmi"
 	"github.com/virtkube/virtkube/internal/metrics"
+	"github.com/virtkube/virtkube/internal/uploadproxy"
 	"github.com/virtkube/virtkube/internal/version"
 )
 
@@ -144,11 +145,14 @@ func setupControllers(mgr ctrl.Manager, o *Options) error {
 	}
 	// CDI's controllers. (Upload tokens are virt-api's: CDI answers
 	// UploadTokenRequests in its aggregated apiserver.)
-	dataVolumes := &datavolume.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("datavolume-controller")}
+	// Upload pods' tokens derive from the upload token key.
+	keys := uploadproxy.KeyReader{Reader: mgr.GetAPIReader(), Namespace: bootstrap.KubeVirtNamespace}
+	dataVolumes := &datavolume.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("datavolume-controller"),
+		Key: keys.Key, Image: o.LauncherImage}
 	if err := dataVolumes.SetupWithManager(mgr, o.Workers); err != nil {
 		return fmt.Errorf("DataVolume controller: %w", err)
 	}
-	if err := (&datavolume.UploadClaimReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&datavolume.UploadClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Key: keys.Key, Image: o.LauncherImage}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("upload claim controller: %w", err)
 	}
 	return nil

@@ -19,7 +19,7 @@ import (
 
 // Components are the virtkube parts a real cluster deploys on their own. Each
 // is a subcommand, and bin/ links its name to virtkube (see cmd/virtkube).
-var Components = []string{"virt-api", "virt-controller", "virt-handler", "virt-launcher", "hostpath-provisioner"}
+var Components = []string{"virt-api", "virt-controller", "virt-handler", "virt-launcher", "hostpath-provisioner", "cdi-importer"}
 
 func newVirtControllerCommand() *cobra.Command {
 	o := virtcontroller.NewOptions()

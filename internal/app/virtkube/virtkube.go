@@ -25,7 +25,7 @@ func NewCommand() *cobra.Command {
 	if v := logFlags.Lookup("v"); v != nil {
 		root.PersistentFlags().AddGoFlag(v)
 	}
-	root.AddCommand(newServerCommand(), newResetCommand(), newVirtAPICommand(), newVirtControllerCommand(), newVirtHandlerCommand(), newHostPathProvisionerCommand(), virtlauncher.NewCommand(), &cobra.Command{
+	root.AddCommand(newServerCommand(), newResetCommand(), newVirtAPICommand(), newVirtControllerCommand(), newVirtHandlerCommand(), newHostPathProvisionerCommand(), newCDIImporterCommand(), newCDIUploadProxyCommand(), virtlauncher.NewCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

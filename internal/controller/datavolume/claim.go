@@ -130,8 +130,12 @@ func claimFor(dv *cdiv1.DataVolume, kind string, source *corev1.PersistentVolume
 		},
 		Spec: spec,
 	}
-	if kind == sourceUpload {
+	switch kind {
+	case sourceUpload:
 		pvc.Annotations[cdi.AnnUploadRequest] = ""
+	case sourcePVC:
+		src := cloneSource(dv)
+		pvc.Annotations[cdi.AnnCloneRequest] = src.Namespace + "/" + src.Name
 	}
 	return pvc, nil
 }

@@ -1,11 +1,13 @@
 // Package datavolume is CDI's DataVolume controller, run by virt-controller:
-// it makes each DataVolume's PersistentVolumeClaim and fills the claim's
-// disk.img from the DataVolume's source (blank, http, registry, pvc), or
-// leaves it UploadReady for the upload proxy (upload). The import is done
-// by this controller on the claim's directory, which it can reach because
-// virt-controller runs on the node of the hostpath volumes inside
-// `virtkube server`; docs/design/0006-datavolumes.md says why and what it
-// costs.
+// it makes each DataVolume's PersistentVolumeClaim and has it filled, as
+// CDI does, by pods that mount the claim and run cdi-importer from the
+// launcher image: an importer pod (blank, http, registry), the claim's
+// upload pod (upload; the upload claim controller runs it and the upload
+// proxy forwards to it), or for a clone (pvc) the target's upload pod fed
+// by a source pod in the source claim's namespace. The scheduler places
+// the pods, so a WaitForFirstConsumer claim binds on their node, on any
+// cluster. docs/design/0008-datavolumes-on-a-cluster.md says why and what
+// it costs.
 package datavolume
 
 import (
@@ -13,9 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,34 +29,39 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/virtkube/virtkube/internal/cdi"
-	"github.com/virtkube/virtkube/internal/hostpath"
-	"github.com/virtkube/virtkube/internal/noderuntime/image"
+	"github.com/virtkube/virtkube/internal/cdi/importer"
 )
 
 const (
-	// bindPoll is how often a claim waiting for its volume is looked at.
-	bindPoll = time.Second
 	// retryAfter is how soon a failed import is tried again, as CDI
 	// restarts its importer pod.
 	retryAfter = 10 * time.Second
-	// importTimeout bounds one import.
-	importTimeout = 30 * time.Minute
+	// progressPoll is how often a running worker pod's progress is read.
+	progressPoll = time.Second
 )
 
 // Reconciler fills DataVolumes.
 type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
-	// HTTP downloads http sources; nil is http.DefaultClient.
+	// Key returns the upload token key, from which a clone's upload pod
+	// token is derived (cdi.UploadPodToken).
+	Key func(context.Context) ([]byte, error)
+	// Image is the launcher image, which holds cdi-importer.
+	Image string
+	// HTTP reads worker pods' progress; nil is a client with a short
+	// timeout.
 	HTTP *http.Client
 }
 
-// SetupWithManager registers the controller; claims wake their DataVolume
-// (the upload proxy reports through the claim). A DataVolume's own status
+// SetupWithManager registers the controller; claims (the upload claim
+// controller reports through them), importer pods and clone source pods
+// wake their DataVolume. A DataVolume's own status
 // writes (this controller's, the import's progress) wake nothing: the
 // controller asks for the passes it needs, and a failed import waits
 // retryAfter for its retry instead of being woken by its own failure.
@@ -68,6 +72,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 			UpdateFunc: func(e event.UpdateEvent) bool { return !statusOnly(e.ObjectOld, e.ObjectNew) },
 		})).
 		Owns(&corev1.PersistentVolumeClaim{}).
+		Owns(&corev1.Pod{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(cloneSourceTarget)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
@@ -77,9 +83,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	dv := &cdiv1.DataVolume{}
 	if err := r.Client.Get(ctx, req.NamespacedName, dv); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			// A clone's source pod in another namespace has no owner
+			// the garbage collector could follow.
+			return ctrl.Result{}, r.cleanupCloneSources(ctx, req.Namespace, req.Name)
+		}
+		return ctrl.Result{}, err
 	}
-	if dv.DeletionTimestamp != nil || dv.Status.Phase == cdiv1.Succeeded {
+	if dv.DeletionTimestamp != nil {
+		return ctrl.Result{}, r.cleanupCloneSources(ctx, dv.Namespace, dv.Name)
+	}
+	if dv.Status.Phase == cdiv1.Succeeded {
 		return ctrl.Result{}, nil
 	}
 	log := klog.FromContext(ctx).WithValues("dataVolume", klog.KObj(dv))
@@ -115,20 +129,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}
 	dv.Status.ClaimName = pvc.Name
 	if pvc.Annotations[cdi.AnnPodPhase] == string(corev1.PodSucceeded) {
+		if err := r.cleanupWorkers(ctx, dv, pvc); err != nil {
+			return ctrl.Result{}, err
+		}
+		if dv.Status.Phase != cdiv1.Succeeded {
+			r.Recorder.Eventf(dv, corev1.EventTypeNormal, string(cdiv1.Succeeded), "Successfully populated PVC %s", pvc.Name)
+		}
 		succeed(dv)
 		return ctrl.Result{}, nil
 	}
-	if pvc.Status.Phase != corev1.ClaimBound {
-		return r.reconcileBinding(ctx, dv, pvc, kind)
+	if pvc.Status.Phase == corev1.ClaimBound {
+		setCondition(dv, cdiv1.DataVolumeBound, corev1.ConditionTrue, "Bound", "PVC "+pvc.Name+" Bound")
+	} else {
+		setCondition(dv, cdiv1.DataVolumeBound, corev1.ConditionFalse, "Pending", "PVC "+pvc.Name+" Pending")
 	}
-	setCondition(dv, cdiv1.DataVolumeBound, corev1.ConditionTrue, "Bound", "PVC "+pvc.Name+" Bound")
-	if kind == sourceUpload {
-		dv.Status.Phase = cdiv1.UploadReady
-		setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionTrue, "Pod is running", "")
-		setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(cdiv1.UploadReady), "upload through the upload proxy")
-		return ctrl.Result{}, nil
+	switch kind {
+	case sourceUpload:
+		return r.reconcileUpload(dv, pvc)
+	case sourcePVC:
+		return r.reconcileClone(ctx, dv, pvc)
 	}
-	return r.reconcileImport(ctx, dv, pvc, kind)
+	return r.reconcileImporter(ctx, dv, pvc, kind)
 }
 
 // statusOnly reports whether an update of a DataVolume changed nothing
@@ -180,176 +201,147 @@ func (r *Reconciler) reconcileClaim(ctx context.Context, dv *cdiv1.DataVolume, k
 	return pvc, nil
 }
 
-// reconcileBinding forces the WaitForFirstConsumer claim onto a node, as
-// CDI does for its importer pod: the writer of the data is its first
-// consumer.
-func (r *Reconciler) reconcileBinding(ctx context.Context, dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind string) (ctrl.Result, error) {
-	dv.Status.Phase = scheduledPhase(kind)
-	setCondition(dv, cdiv1.DataVolumeBound, corev1.ConditionFalse, "Pending", "PVC "+pvc.Name+" Pending")
-	setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(dv.Status.Phase), "")
-	if pvc.Annotations[hostpath.AnnSelectedNode] != "" {
-		return ctrl.Result{RequeueAfter: bindPoll}, nil
-	}
-	node, err := pickNode(ctx, r.Client)
+// reconcileImporter runs dv's importer pod and follows it: ImportScheduled
+// until it runs (its claim binds once the scheduler places it),
+// ImportInProgress with the pod's progress while it runs, Succeeded once it
+// has filled the claim. A failed pod is kept retryAfter for its status to be
+// read, then replaced, counting status.restartCount, as CDI restarts its
+// importer.
+func (r *Reconciler) reconcileImporter(ctx context.Context, dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind string) (ctrl.Result, error) {
+	size, err := claimSize(pvc)
 	if err != nil {
+		return r.fail(dv, err)
+	}
+	pod, err := r.workerPod(ctx, dv, client.ObjectKey{Namespace: dv.Namespace, Name: importerPodName(pvc.Name)},
+		func() (*corev1.Pod, error) { return importerPod(dv, pvc, kind, r.Image, size), nil })
+	if err != nil || pod == nil {
+		if dv.Status.Phase == cdiv1.Pending {
+			dv.Status.Phase = cdiv1.ImportScheduled
+		}
 		return ctrl.Result{}, err
 	}
+	o := outcome(pod)
+	switch o.Phase {
+	case corev1.PodSucceeded:
+		return ctrl.Result{}, r.populated(ctx, pvc)
+	case corev1.PodFailed:
+		dv.Status.Phase = cdiv1.ImportInProgress
+		return r.retryFailed(ctx, dv, pod, o, "Unable to import "+kind)
+	case corev1.PodRunning:
+		dv.Status.Phase = cdiv1.ImportInProgress
+		setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionTrue, "Pod is running", "")
+		setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(cdiv1.ImportInProgress), "")
+		r.scrapeProgress(ctx, dv, pod, importer.ProgressMetric)
+		return ctrl.Result{RequeueAfter: progressPoll}, nil
+	}
+	dv.Status.Phase = cdiv1.ImportScheduled
+	setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(cdiv1.ImportScheduled), "")
+	return ctrl.Result{}, nil
+}
+
+// reconcileUpload follows the claim's upload pod, which the upload claim
+// controller runs: UploadReady once it takes data.
+func (r *Reconciler) reconcileUpload(dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim) (ctrl.Result, error) {
+	if pvc.Annotations[cdi.AnnPodReady] != "true" {
+		dv.Status.Phase = cdiv1.UploadScheduled
+		setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(cdiv1.UploadScheduled), "")
+		return ctrl.Result{}, nil
+	}
+	dv.Status.Phase = cdiv1.UploadReady
+	setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionTrue, "Pod is running", "")
+	setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(cdiv1.UploadReady), "upload through the upload proxy")
+	return ctrl.Result{}, nil
+}
+
+// workerPod reads the pod at key, creating it with make when it is not
+// there; nil, nil while it is being created. A pod of that name dv does
+// not control is an error the user must resolve.
+func (r *Reconciler) workerPod(ctx context.Context, dv *cdiv1.DataVolume, key client.ObjectKey, make func() (*corev1.Pod, error)) (*corev1.Pod, error) {
+	pod := &corev1.Pod{}
+	err := r.Client.Get(ctx, key, pod)
+	if apierrors.IsNotFound(err) {
+		want, err := make()
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create pod %s: %w", key, err)
+		}
+		klog.FromContext(ctx).V(1).Info("worker pod created", "pod", key)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get pod %s: %w", key, err)
+	}
+	if !metav1.IsControlledBy(pod, dv) && pod.Annotations[annCloneTarget] != cloneTarget(dv.Namespace, dv.Name) {
+		_, terr := r.fail(dv, fmt.Errorf("pod %s exists and was not made for this DataVolume; delete it", key))
+		return nil, terr
+	}
+	if pod.DeletionTimestamp != nil {
+		return nil, nil // its deletion wakes us
+	}
+	return pod, nil
+}
+
+// retryFailed shows why pod failed and, once it has been kept retryAfter,
+// deletes it so the next pass starts another, counting the restart.
+func (r *Reconciler) retryFailed(ctx context.Context, dv *cdiv1.DataVolume, pod *corev1.Pod, o podOutcome, what string) (ctrl.Result, error) {
+	setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionFalse, "Error", o.Message)
+	if wait := retryAfter - time.Since(o.Finished); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	if err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("delete failed pod %s: %w", pod.Name, err)
+	}
+	dv.Status.RestartCount++
+	r.Recorder.Eventf(dv, corev1.EventTypeWarning, "Error", "%s: %s", what, o.Message)
+	klog.FromContext(ctx).Info("worker pod failed, starting another", "pod", klog.KObj(pod), "message", o.Message)
+	return ctrl.Result{}, nil
+}
+
+// scrapeProgress reads the running pod's progress into dv's status; a
+// pod that does not answer leaves the value as it was (progress is a
+// hint).
+func (r *Reconciler) scrapeProgress(ctx context.Context, dv *cdiv1.DataVolume, pod *corev1.Pod, metric string) {
+	if pod.Status.PodIP == "" {
+		return
+	}
+	c := r.HTTP
+	if c == nil {
+		c = &http.Client{Timeout: 2 * time.Second}
+	}
+	pct, ok, err := importer.ScrapeProgress(ctx, c, metricsURL(pod), metric, string(dv.UID))
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("progress not read", "pod", klog.KObj(pod), "err", err)
+		return
+	}
+	if ok {
+		dv.Status.Progress = cdiv1.DataVolumeProgress(cdi.ProgressPercent(pct))
+	}
+}
+
+// populated records on the claim that it holds its data: CDI's pod phase
+// annotation, which the upload proxy, virtctl and clones read.
+func (r *Reconciler) populated(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
 	patch := client.MergeFrom(pvc.DeepCopy())
 	if pvc.Annotations == nil {
 		pvc.Annotations = map[string]string{}
 	}
-	pvc.Annotations[hostpath.AnnSelectedNode] = node
-	if err := r.Client.Patch(ctx, pvc, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("select node %s for claim %s: %w", node, pvc.Name, err)
-	}
-	klog.FromContext(ctx).V(1).Info("claim placed", "pvc", pvc.Name, "node", node)
-	return ctrl.Result{RequeueAfter: bindPoll}, nil
-}
-
-// pickNode is the first Ready node by name: the node of `virtkube server`.
-func pickNode(ctx context.Context, c client.Reader) (string, error) {
-	nodes := &corev1.NodeList{}
-	if err := c.List(ctx, nodes); err != nil {
-		return "", fmt.Errorf("list nodes: %w", err)
-	}
-	var ready []string
-	for _, n := range nodes.Items {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !n.Spec.Unschedulable {
-				ready = append(ready, n.Name)
-			}
-		}
-	}
-	if len(ready) == 0 {
-		return "", errors.New("no Ready node to import on")
-	}
-	slices.Sort(ready)
-	return ready[0], nil
-}
-
-// reconcileImport fills the bound claim. It first only records
-// ImportInProgress, so the phase shows while the (blocking) import runs in
-// the next pass.
-func (r *Reconciler) reconcileImport(ctx context.Context, dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind string) (ctrl.Result, error) {
-	phase := cdiv1.ImportInProgress
-	if kind == sourcePVC {
-		phase = cdiv1.CloneInProgress
-	}
-	if dv.Status.Phase != phase {
-		dv.Status.Phase, dv.Status.Progress = phase, cdiv1.DataVolumeProgress(cdi.Progress(0, 1))
-		setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionTrue, "Pod is running", "")
-		return ctrl.Result{Requeue: true}, nil
-	}
-	dir, err := cdi.VolumeDir(ctx, r.Client, pvc)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	size, err := claimSize(pvc)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	ictx, cancel := context.WithTimeout(ctx, importTimeout)
-	defer cancel()
-	// The one write besides the final one: the import's progress, as
-	// CDI's importer pod reports it while it runs (see
-	// cdi.ProgressReporter). A retry starts again from 0.00%.
-	progress := &cdi.ProgressReporter{Client: r.Client, Namespace: dv.Namespace, Name: dv.Name, Shown: string(dv.Status.Progress)}
-	progress.Report(ictx, cdi.Progress(0, 1))
-	if err := r.populate(ictx, dv, dir, size, kind, progress); err != nil {
-		dv.Status.RestartCount++
-		setCondition(dv, cdiv1.DataVolumeRunning, corev1.ConditionFalse, "Error", err.Error())
-		r.Recorder.Eventf(dv, corev1.EventTypeWarning, "Error", "Unable to import %s: %v", kind, err)
-		klog.FromContext(ctx).Info("import failed, will retry", "source", kind, "err", err)
-		return ctrl.Result{RequeueAfter: retryAfter}, nil
-	}
-	patch := client.MergeFrom(pvc.DeepCopy())
 	pvc.Annotations[cdi.AnnPodPhase] = string(corev1.PodSucceeded)
+	pvc.Annotations[cdi.AnnPodReady] = "false"
 	if err := r.Client.Patch(ctx, pvc, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("mark claim %s populated: %w", pvc.Name, err)
+		return fmt.Errorf("mark claim %s populated: %w", pvc.Name, err)
 	}
-	succeed(dv)
-	r.Recorder.Eventf(dv, corev1.EventTypeNormal, string(cdiv1.Succeeded), "Successfully imported into PVC %s", pvc.Name)
-	return ctrl.Result{}, nil
+	return nil // the claim's update wakes the DataVolume
 }
 
-// populate writes dv's source into dir as disk.img of size bytes,
-// reporting how far it has got: an http source by the bytes downloaded of
-// its Content-Length (compressed bytes, for a compressed image), a
-// registry image and a clone by qemu-img's progress converting the disk.
-func (r *Reconciler) populate(ctx context.Context, dv *cdiv1.DataVolume, dir string, size int64, kind string, progress *cdi.ProgressReporter) error {
-	src := dv.Spec.Source
-	switch kind {
-	case sourceBlank:
-		return cdi.Blank(dir, size)
-	case sourceHTTP:
-		return r.download(ctx, src.HTTP.URL, dir, size, progress)
-	case sourceRegistry:
-		return pullDisk(ctx, *src.Registry.URL, dir, size, progress.Percent(ctx))
-	case sourcePVC:
-		ns := src.PVC.Namespace
-		if ns == "" {
-			ns = dv.Namespace
-		}
-		from := &corev1.PersistentVolumeClaim{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: src.PVC.Name}, from); err != nil {
-			return fmt.Errorf("spec.source.pvc: %w", err)
-		}
-		srcDir, err := cdi.VolumeDir(ctx, r.Client, from)
-		if err != nil {
-			return fmt.Errorf("spec.source.pvc %s/%s: %w", ns, src.PVC.Name, err)
-		}
-		return cdi.Clone(ctx, srcDir, dir, size, progress.Percent(ctx))
+// cleanupWorkers deletes what filled dv's claim once it is populated.
+func (r *Reconciler) cleanupWorkers(ctx context.Context, dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim) error {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: dv.Namespace, Name: importerPodName(pvc.Name)}}
+	if err := r.Client.Delete(ctx, pod); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete importer pod: %w", err)
 	}
-	return fmt.Errorf("source %s cannot be imported", kind)
-}
-
-func (r *Reconciler) download(ctx context.Context, url, dir string, size int64, progress *cdi.ProgressReporter) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("spec.source.http.url %q: %w", url, err)
-	}
-	c := r.HTTP
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("download %s: %s", url, resp.Status)
-	}
-	_, err = cdi.Import(ctx, dir, progress.Reader(ctx, resp.Body, resp.ContentLength), size)
-	return err
-}
-
-// pullDisk pulls a containerDisk image into a scratch store and imports
-// its disk; the store goes afterwards (nothing is cached between imports).
-// progress, when not nil, follows the conversion of the disk.
-func pullDisk(ctx context.Context, url, dir string, size int64, progress func(percent float64)) error {
-	ref, ok := strings.CutPrefix(url, "docker://")
-	if !ok {
-		return fmt.Errorf("spec.source.registry.url %q: want docker://<image>", url)
-	}
-	scratch, err := os.MkdirTemp("", "virtkube-registry-import-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(scratch)
-	store, err := image.New(scratch)
-	if err != nil {
-		return err
-	}
-	img, err := store.Pull(ctx, ref, corev1.PullAlways)
-	if err != nil {
-		return fmt.Errorf("spec.source.registry.url: %w", err)
-	}
-	disk, _, err := img.ContainerDisk()
-	if err != nil {
-		return fmt.Errorf("spec.source.registry.url: %w", err)
-	}
-	return cdi.ImportFile(ctx, dir, disk, size, progress)
+	return r.cleanupCloneSources(ctx, dv.Namespace, dv.Name)
 }
 
 // fail marks dv Failed for a reason the user must fix; it is not retried
