@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +18,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/virtkube/virtkube/test/containerdisk"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,9 +97,10 @@ func podNetworkServer(t *testing.T, s *framework.Server, handler http.Handler) *
 	return srv
 }
 
-// Blank, http (a qcow2 served on the pod network) and registry (the test
-// guest's containerDisk, pulled by the node from the loopback registry:
-// CDI's pullMethod node) DataVolumes reach Succeeded with a raw disk.img of
+// Blank, http (a qcow2 served on the pod network) and registry DataVolumes
+// (the test guest's containerDisk, pulled by the node from the loopback
+// registry — CDI's pullMethod node — and by the importer pod from a
+// registry on the pod network) reach Succeeded with a raw disk.img of
 // their size holding the source's bytes, each filled by an importer pod
 // that is gone afterwards.
 func TestDataVolumeImports(t *testing.T) {
@@ -112,6 +119,24 @@ func TestDataVolumeImports(t *testing.T) {
 		t.Fatalf("make qcow2: %v: %s", err, out)
 	}
 	srv := podNetworkServer(t, s, http.FileServer(http.Dir(filepath.Dir(qcow))))
+
+	// CDI's default pullMethod pod: the importer pulls the image itself,
+	// from a plain-HTTP registry on the pod network that CDIConfig lists
+	// in spec.insecureRegistries.
+	guestDisk, err := guest.Disk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := podNetworkServer(t, s, registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	regHost := reg.Listener.Addr().String()
+	podImage, err := containerdisk.Push(ctxT(t, 5*time.Minute), regHost, "virtkube/test-guest", "pod-pull", guestDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, s, "", "patch", "cdiconfig", "config", "--type=merge", "-p", `{"spec":{"insecureRegistries":["`+regHost+`"]}}`)
+	t.Cleanup(func() {
+		kubectl(t, s, "", "patch", "cdiconfig", "config", "--type=merge", "-p", `{"spec":{"insecureRegistries":null}}`)
+	})
 
 	const size = 64 << 20
 	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
@@ -137,7 +162,14 @@ metadata: {name: registry}
 spec:
   source: {registry: {url: "docker://%s", pullMethod: node}}
   storage: {resources: {requests: {storage: 64Mi}}}
-`, srv.URL, filepath.Base(qcow), image), "apply", "-n", ns, "-f", "-")
+---
+apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: {name: pulled}
+spec:
+  source: {registry: {url: "docker://%s"}}
+  storage: {resources: {requests: {storage: 64Mi}}}
+`, srv.URL, filepath.Base(qcow), image, podImage), "apply", "-n", ns, "-f", "-")
 
 	disk := waitDataVolume(t, s, c, ns, "blank")
 	if fi, err := os.Stat(disk); err != nil || fi.Size() != size {
@@ -153,19 +185,16 @@ spec:
 		t.Errorf("http disk.img: %d bytes, starts with the image: %v; want %d bytes, the qcow2's content as raw", len(got), bytes.HasPrefix(got, content), size)
 	}
 
-	disk = waitDataVolume(t, s, c, ns, "registry")
-	guestDisk, err := guest.Disk()
-	if err != nil {
-		t.Fatal(err)
-	}
 	want, _ := os.ReadFile(guestDisk)
-	got, err = os.ReadFile(disk)
-	if err != nil || len(got) != size || !bytes.Equal(got[:len(want)], want) {
-		t.Errorf("registry disk.img: %d bytes (%v); want %d bytes starting with the containerDisk's disk", len(got), err, size)
+	for _, name := range []string{"registry", "pulled"} {
+		got, err := os.ReadFile(waitDataVolume(t, s, c, ns, name))
+		if err != nil || len(got) != size || !bytes.Equal(got[:len(want)], want) {
+			t.Errorf("%s disk.img: %d bytes (%v); want %d bytes starting with the containerDisk's disk", name, len(got), err, size)
+		}
 	}
 
-	if out := kubectl(t, s, "", "get", "dv", "-n", ns); strings.Count(out, "Succeeded") != 3 || !strings.Contains(out, "100.0%") {
-		t.Errorf("kubectl get dv: want three Succeeded at 100.0%%:\n%s", out)
+	if out := kubectl(t, s, "", "get", "dv", "-n", ns); strings.Count(out, "Succeeded") != 4 || !strings.Contains(out, "100.0%") {
+		t.Errorf("kubectl get dv: want four Succeeded at 100.0%%:\n%s", out)
 	}
 	framework.Eventually(t, time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string) {
 		out := kubectl(t, s, "", "get", "pods", "-n", ns, "-o", "name")

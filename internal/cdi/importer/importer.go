@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
@@ -37,7 +39,7 @@ func runImport(ctx context.Context, o Options, prog *progress, log logr.Logger) 
 		if o.DiskSocket != "" {
 			return importServedDisk(ctx, o.DiskSocket, o.Endpoint, o.Dest, o.Size, prog.set, log)
 		}
-		return pullDisk(ctx, o.Endpoint, o.Scratch, o.Dest, o.Size, prog.set, log)
+		return pullDisk(ctx, o.Endpoint, o.Scratch, o.InsecureRegistry, o.Dest, o.Size, prog.set, log)
 	}
 	return fmt.Errorf("--%s %q: cannot be imported", FlagSource, o.Source)
 }
@@ -74,8 +76,9 @@ func download(ctx context.Context, c *http.Client, src, dir string, size int64, 
 // pullDisk pulls the containerDisk image endpoint (docker://IMAGE) into a
 // temporary image store under scratch (empty: os.TempDir()) and imports its
 // disk, telling progress how far qemu-img has converted it. The store goes
-// afterwards: nothing is kept between imports.
-func pullDisk(ctx context.Context, endpoint, scratch, dir string, size int64, progress func(float64), log logr.Logger) error {
+// afterwards: nothing is kept between imports. insecure speaks plain HTTP
+// to the image's registry.
+func pullDisk(ctx context.Context, endpoint, scratch string, insecure bool, dir string, size int64, progress func(float64), log logr.Logger) error {
 	ref, ok := strings.CutPrefix(endpoint, "docker://")
 	if !ok || ref == "" {
 		return fmt.Errorf("--%s %q: want docker://<image>", FlagEndpoint, endpoint)
@@ -85,7 +88,15 @@ func pullDisk(ctx context.Context, endpoint, scratch, dir string, size int64, pr
 		return fmt.Errorf("--%s: %w", FlagScratch, err)
 	}
 	defer os.RemoveAll(tmp)
-	store, err := image.New(tmp)
+	var opts []image.Option
+	if insecure {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			return fmt.Errorf("--%s %q: %w", FlagEndpoint, endpoint, err)
+		}
+		opts = append(opts, image.WithInsecureRegistries(r.Context().RegistryStr()))
+	}
+	store, err := image.New(tmp, opts...)
 	if err != nil {
 		return fmt.Errorf("--%s: %w", FlagScratch, err)
 	}

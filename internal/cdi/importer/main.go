@@ -76,6 +76,8 @@ const (
 	FlagTokenFile  = "token-file"
 	FlagSourceDir  = "source-dir"
 	FlagUploadURL  = "upload-url"
+	// FlagInsecureRegistry speaks plain HTTP to --endpoint's registry.
+	FlagInsecureRegistry = "insecure-registry"
 )
 
 // Defaults of the flags.
@@ -126,6 +128,10 @@ type Options struct {
 	TokenFile string
 	// SourceDir is the directory of the claim ModeCloneSource sends.
 	SourceDir string
+	// InsecureRegistry makes SourceRegistry pull from --endpoint's
+	// registry over plain HTTP: CDIConfig spec.insecureRegistries lists
+	// it.
+	InsecureRegistry bool
 	// UploadURL is where ModeCloneSource PUTs the disk: the target's
 	// upload server, e.g. http://10.1.2.3:8443/v1beta1/upload.
 	UploadURL string
@@ -248,6 +254,7 @@ func (o *Options) flagSet() *pflag.FlagSet {
 	fs.StringVar(&o.TokenFile, FlagTokenFile, o.TokenFile, "upload: token an upload must bear; clone-source: token to send")
 	fs.StringVar(&o.SourceDir, FlagSourceDir, o.SourceDir, "clone-source: directory of the claim to send")
 	fs.StringVar(&o.UploadURL, FlagUploadURL, o.UploadURL, "clone-source: URL of the target's upload server to PUT the disk to")
+	fs.BoolVar(&o.InsecureRegistry, FlagInsecureRegistry, o.InsecureRegistry, "import from registry: pull from --endpoint's registry over plain HTTP (CDIConfig spec.insecureRegistries lists it)")
 	return fs
 }
 
@@ -275,6 +282,9 @@ func (o Options) Args() []string {
 	add(FlagTokenFile, o.TokenFile, def.TokenFile)
 	add(FlagSourceDir, o.SourceDir, def.SourceDir)
 	add(FlagUploadURL, o.UploadURL, def.UploadURL)
+	if o.InsecureRegistry != def.InsecureRegistry {
+		args = append(args, "--"+FlagInsecureRegistry+"="+strconv.FormatBool(o.InsecureRegistry))
+	}
 	return args
 }
 

@@ -117,11 +117,12 @@ func workerArgs(set func(*importer.Options)) []string {
 	return o.Args()
 }
 
-// importerPod fills dv's claim pvc from a blank, http or registry source.
+// importerPod fills dv's claim pvc from a blank, http or registry source;
+// insecureRegistry pulls the registry source over plain HTTP.
 // A registry source pulled by the node (pullMethod node) runs the image
 // itself as a second container serving its disk to the importer, as a
 // containerDisk serves a launcher.
-func importerPod(dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind, image string, size int64) *corev1.Pod {
+func importerPod(dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind, image string, size int64, insecureRegistry bool) *corev1.Pod {
 	o := importer.NewOptions()
 	o.Mode, o.Source, o.Dest, o.Size, o.OwnerUID = importer.ModeImport, kind, dataDir, size, string(dv.UID)
 	pod := basePod(importerPodName(pvc.Name), dv.Namespace, roleImporter, image, pvc.Name, nil)
@@ -136,7 +137,7 @@ func importerPod(dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind, 
 			o.DiskSocket = diskSockDir + "/disk.sock"
 			break
 		}
-		o.Scratch = scratchDir
+		o.Scratch, o.InsecureRegistry = scratchDir, insecureRegistry
 		c := &pod.Spec.Containers[0]
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: scratchVolume, MountPath: scratchDir})
 		pod.Spec.Volumes = append(pod.Spec.Volumes, emptyDirVolume(scratchVolume))

@@ -48,7 +48,7 @@ func TestImporterPod(t *testing.T) {
 		Spec: cdiv1.DataVolumeSpec{Source: &cdiv1.DataVolumeSource{Registry: &cdiv1.DataVolumeSourceRegistry{
 			URL: ptr.To("docker://registry.local/disk:1"), PullMethod: ptr.To(cdiv1.RegistryPullNode)}}}}
 	size := resource.MustParse("1Gi")
-	pod := importerPod(dv, pvc, sourceRegistry, "launcher:1", size.Value())
+	pod := importerPod(dv, pvc, sourceRegistry, "launcher:1", size.Value(), false)
 	if pod.Name != "importer-disk" || !metav1.IsControlledBy(pod, dv) || !ptr.Deref(pod.Spec.ShareProcessNamespace, false) ||
 		ptr.Deref(pod.Spec.AutomountServiceAccountToken, true) || pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("pod %s: owners %v, shareProcessNamespace %v, automount %v, restartPolicy %s", pod.Name, pod.OwnerReferences,

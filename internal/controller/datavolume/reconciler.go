@@ -15,7 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -213,7 +218,13 @@ func (r *Reconciler) reconcileImporter(ctx context.Context, dv *cdiv1.DataVolume
 		return r.fail(dv, err)
 	}
 	pod, err := r.workerPod(ctx, dv, client.ObjectKey{Namespace: dv.Namespace, Name: importerPodName(pvc.Name)},
-		func() (*corev1.Pod, error) { return importerPod(dv, pvc, kind, r.Image, size), nil })
+		func() (*corev1.Pod, error) {
+			insecure, err := r.insecureRegistry(ctx, dv, kind)
+			if err != nil {
+				return nil, err
+			}
+			return importerPod(dv, pvc, kind, r.Image, size, insecure), nil
+		})
 	if err != nil || pod == nil {
 		if dv.Status.Phase == cdiv1.Pending {
 			dv.Status.Phase = cdiv1.ImportScheduled
@@ -237,6 +248,25 @@ func (r *Reconciler) reconcileImporter(ctx context.Context, dv *cdiv1.DataVolume
 	dv.Status.Phase = cdiv1.ImportScheduled
 	setCondition(dv, cdiv1.DataVolumeReady, corev1.ConditionFalse, string(cdiv1.ImportScheduled), "")
 	return ctrl.Result{}, nil
+}
+
+// insecureRegistry reports whether dv's registry source is pulled over
+// plain HTTP: CDIConfig config lists its registry ("host[:port]") in
+// spec.insecureRegistries, as CDI has it.
+func (r *Reconciler) insecureRegistry(ctx context.Context, dv *cdiv1.DataVolume, kind string) (bool, error) {
+	if kind != sourceRegistry {
+		return false, nil
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(*dv.Spec.Source.Registry.URL, "docker://"))
+	if err != nil {
+		_, terr := r.fail(dv, field.Invalid(field.NewPath("spec", "source", "registry", "url"), *dv.Spec.Source.Registry.URL, err.Error()))
+		return false, terr
+	}
+	config := &cdiv1.CDIConfig{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: cdi.ConfigName}, config); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return slices.Contains(config.Spec.InsecureRegistries, ref.Context().RegistryStr()), nil
 }
 
 // reconcileUpload follows the claim's upload pod, which the upload claim

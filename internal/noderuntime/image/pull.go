@@ -33,11 +33,12 @@ var platform = v1.Platform{OS: "linux", Architecture: "amd64"}
 //   - Never uses the stored image or fails with reason ErrImageNeverPull.
 //
 // Failures a Pod's status should show are a *PullError (use errors.As).
-// Registries on a loopback address (localhost, 127.0.0.0/8, ::1) are spoken
-// to over plain HTTP, every other one over HTTPS with credentials from the
+// Registries on a loopback address (localhost, 127.0.0.0/8, ::1), and those
+// the store was told are insecure (WithInsecureRegistries), are spoken to
+// over plain HTTP, every other one over HTTPS with credentials from the
 // store's keychain. An index is resolved to its linux/amd64 image.
 func (s *Store) Pull(ctx context.Context, ref string, policy corev1.PullPolicy) (*Image, error) {
-	r, err := parseReference(ref)
+	r, err := s.parseReference(ref)
 	if err != nil {
 		return nil, invalidNameError(ref, err)
 	}
@@ -73,16 +74,22 @@ func (s *Store) Pull(ctx context.Context, ref string, policy corev1.PullPolicy) 
 }
 
 // parseReference parses ref the way kubelet does (docker.io and :latest by
-// default) and marks loopback registries as plain HTTP.
-func parseReference(ref string) (name.Reference, error) {
+// default) and marks loopback and insecure registries as plain HTTP.
+func (s *Store) parseReference(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, err
 	}
-	if isLoopback(r.Context().RegistryStr()) {
+	if s.plainHTTP(r.Context().RegistryStr()) {
 		return name.ParseReference(ref, name.Insecure)
 	}
 	return r, nil
+}
+
+// plainHTTP reports whether the registry at hostport is spoken to without
+// TLS: a loopback one, or one the store was told is insecure.
+func (s *Store) plainHTTP(hostport string) bool {
+	return isLoopback(hostport) || s.insecure[hostport]
 }
 
 // isLoopback reports whether a registry host ("host", "host:port",
@@ -168,18 +175,22 @@ func (s *Store) remoteOptions(ctx context.Context) []remote.Option {
 		remote.WithContext(ctx),
 		remote.WithPlatform(platform),
 		remote.WithAuthFromKeychain(s.keychain),
-		remote.WithTransport(loopbackOnlyHTTP{next: base}),
+		remote.WithTransport(plainHTTPOnlyTo{next: base, allowed: s.plainHTTP}),
 	}
 }
 
-// loopbackOnlyHTTP refuses plain-HTTP requests to anything but loopback.
-// go-containerregistry would otherwise fall back to HTTP for private
-// (RFC 1918) addresses, which a node must not do unasked.
-type loopbackOnlyHTTP struct{ next http.RoundTripper }
+// plainHTTPOnlyTo refuses plain-HTTP requests to any registry but those
+// allowed (loopback and insecure ones). go-containerregistry would
+// otherwise fall back to HTTP for private (RFC 1918) addresses, which a
+// node must not do unasked.
+type plainHTTPOnlyTo struct {
+	next    http.RoundTripper
+	allowed func(hostport string) bool
+}
 
-func (t loopbackOnlyHTTP) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" && !isLoopback(req.URL.Host) {
-		return nil, fmt.Errorf("refusing plain HTTP to %s: only loopback registries are pulled without TLS", req.URL.Host)
+func (t plainHTTPOnlyTo) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !t.allowed(req.URL.Host) {
+		return nil, fmt.Errorf("refusing plain HTTP to %s: only loopback registries and those listed as insecure are pulled without TLS", req.URL.Host)
 	}
 	return t.next.RoundTrip(req)
 }

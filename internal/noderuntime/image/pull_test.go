@@ -514,23 +514,28 @@ func TestReferenceScheme(t *testing.T) {
 		{"192.168.1.10/disk", false},
 		{"quay.io/containerdisks/fedora:latest", false},
 		{"busybox", false},
+		// Listed as insecure (CDI's insecureRegistries): by host:port.
+		{"10.244.0.1:5000/disk:v1", true},
+		{"10.244.0.1:5001/disk:v1", false},
 	}
+	s := &Store{}
+	WithInsecureRegistries("10.244.0.1:5000")(s)
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
-			r, err := parseReference(tt.ref)
+			r, err := s.parseReference(tt.ref)
 			if err != nil {
 				t.Fatalf("parseReference: %v", err)
 			}
-			if got := isLoopback(r.Context().RegistryStr()); got != tt.wantHTTP {
-				t.Errorf("isLoopback(%s) = %v, want %v", r.Context().RegistryStr(), got, tt.wantHTTP)
+			if got := s.plainHTTP(r.Context().RegistryStr()); got != tt.wantHTTP {
+				t.Errorf("plainHTTP(%s) = %v, want %v", r.Context().RegistryStr(), got, tt.wantHTTP)
 			}
 			if tt.wantHTTP && r.Context().Scheme() != "http" {
 				t.Errorf("scheme %s, want http", r.Context().Scheme())
 			}
 			// Whatever go-containerregistry would try, the transport only
-			// lets plain HTTP through to loopback.
+			// lets plain HTTP through to loopback and insecure registries.
 			req, _ := http.NewRequest(http.MethodGet, "http://"+r.Context().RegistryStr()+"/v2/", nil)
-			_, err = loopbackOnlyHTTP{next: refuseAll{}}.RoundTrip(req)
+			_, err = plainHTTPOnlyTo{next: refuseAll{}, allowed: s.plainHTTP}.RoundTrip(req)
 			if reached := errors.Is(err, errSentinelNext); reached != tt.wantHTTP {
 				t.Errorf("plain HTTP to %s let through: %v (err %v), want %v", r.Context().RegistryStr(), reached, err, tt.wantHTTP)
 			}

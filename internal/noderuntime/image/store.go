@@ -33,6 +33,8 @@ type Store struct {
 	root      string
 	keychain  authn.Keychain
 	transport http.RoundTripper
+	// insecure are registries ("host:port") spoken to over plain HTTP.
+	insecure map[string]bool
 
 	// gc is held for reading by every pull and for writing by GC, so GC never
 	// removes a layer a pull has unpacked but not recorded yet.
@@ -57,6 +59,20 @@ func WithKeychain(k authn.Keychain) Option {
 // used for loopback registries.
 func WithTransport(t http.RoundTripper) Option {
 	return func(s *Store) { s.transport = t }
+}
+
+// WithInsecureRegistries makes the store speak plain HTTP to the registries
+// given as "host[:port]" (CDI's insecureRegistries), as it does to loopback
+// ones.
+func WithInsecureRegistries(hosts ...string) Option {
+	return func(s *Store) {
+		if s.insecure == nil {
+			s.insecure = map[string]bool{}
+		}
+		for _, h := range hosts {
+			s.insecure[h] = true
+		}
+	}
 }
 
 // New opens the store at root, creating it if needed, and removes what an
@@ -296,7 +312,7 @@ func (s *Store) dropReference(digest, key string) error {
 // nothing else naming or keeping it. Removing a reference the store does not
 // have returns an error wrapping ErrNotPresent.
 func (s *Store) Remove(ref string) error {
-	r, err := parseReference(ref)
+	r, err := s.parseReference(ref)
 	if err != nil {
 		return fmt.Errorf("remove image: %w", invalidNameError(ref, err))
 	}
