@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Writing into a claim never leaves a half-made disk.img: data goes to
@@ -74,17 +77,9 @@ func ImportFile(ctx context.Context, dir, path string, size int64, progress func
 // (owned: the part file an import wrote) becomes tmpFile as it is, so an
 // upload or download of a raw image is written once, not three times.
 func install(ctx context.Context, src, dir string, size int64, progress func(percent float64), owned bool) error {
-	info, err := imageInfo(ctx, src)
+	info, err := checkImage(ctx, src)
 	if err != nil {
 		return err
-	}
-	if info.BackingFile != "" {
-		// A backing file would make qemu-img read a host path the
-		// uploader chose.
-		return fmt.Errorf("image has a backing file (%s); only self-contained images can be imported", info.BackingFile)
-	}
-	if info.Format != "raw" && info.Format != "qcow2" {
-		return fmt.Errorf("image format %q is not supported; want raw or qcow2", info.Format)
 	}
 	if size > 0 && info.VirtualSize > size {
 		return fmt.Errorf("image virtual size %d bytes exceeds the requested storage size %d bytes", info.VirtualSize, size)
@@ -117,6 +112,128 @@ func install(ctx context.Context, src, dir string, size int64, progress func(per
 	return syncPath(dir)
 }
 
+// ImportStreamToDevice reads an image from r, as Import does (raw or
+// qcow2, either possibly gzip or xz compressed), into a file in the
+// directory scratch, and once r has ended writes it onto device with
+// ImportToDevice: a cut-off r leaves the device untouched. The file goes
+// afterwards. It returns the bytes read from r; progress is as
+// ImportToDevice's.
+func ImportStreamToDevice(ctx context.Context, device, scratch string, r io.Reader, progress func(percent float64)) (int64, error) {
+	if scratch == "" {
+		return 0, errors.New("scratch directory: must be set to write an image onto a device")
+	}
+	part := filepath.Join(scratch, partFile)
+	defer os.Remove(part)
+	counted := &countingReader{r: r}
+	if err := writeDecompressed(ctx, part, counted); err != nil {
+		return counted.n, err
+	}
+	return counted.n, ImportToDevice(ctx, device, part, progress)
+}
+
+// ImportToDevice writes the image at src (raw or qcow2; only read) onto
+// the block device at device, as CDI fills a claim of volumeMode Block:
+// from the device's first byte, leaving what lies past the image's virtual
+// size as it is. An image larger than the device is refused before
+// anything is written. When it returns nil the data is on the device, not
+// in a cache. A non-nil progress is told the writing's percentage as
+// qemu-img reports it. device may be a regular file of a fixed size
+// standing in for a device.
+func ImportToDevice(ctx context.Context, device, src string, progress func(percent float64)) error {
+	cache, size, err := openDevice(device)
+	if err != nil {
+		return err
+	}
+	info, err := checkImage(ctx, src)
+	if err != nil {
+		return err
+	}
+	if info.VirtualSize > size {
+		return fmt.Errorf("image virtual size %d bytes exceeds the size of device %s, %d bytes", info.VirtualSize, device, size)
+	}
+	// -n: the device is there already; qemu-img writes the image's zeros
+	// too, since a device holds whatever was on it before.
+	if err := qemuImgConvert(ctx, progress, "-n", "-t", cache, "-f", info.Format, "-O", "raw", src, device); err != nil {
+		return fmt.Errorf("write image to device %s: %w", device, err)
+	}
+	if err := syncPath(device); err != nil {
+		return fmt.Errorf("sync device %s: %w", device, err)
+	}
+	return nil
+}
+
+// openDevice checks that device can be written and returns its size and
+// the cache mode for qemu-img to write it with: "none" (O_DIRECT, the data
+// bypassing the page cache, as CDI writes block volumes), or "writeback"
+// where the device's file system refuses O_DIRECT (which only a regular
+// file standing in for a device meets).
+func openDevice(device string) (cache string, size int64, err error) {
+	cache = "none"
+	f, err := os.OpenFile(device, os.O_WRONLY|unix.O_DIRECT, 0)
+	if errors.Is(err, unix.EINVAL) {
+		cache = "writeback"
+		f, err = os.OpenFile(device, os.O_WRONLY, 0)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("device: %w", err)
+	}
+	defer f.Close()
+	size, err = DeviceSize(f)
+	if err != nil {
+		return "", 0, err
+	}
+	return cache, size, nil
+}
+
+// DeviceSize is the size in bytes of f: a block device (as the
+// BLKGETSIZE64 ioctl tells), or a regular file standing in for one.
+// Anything else is refused.
+func DeviceSize(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	switch mode := fi.Mode(); {
+	case mode.IsRegular():
+		return fi.Size(), nil
+	case mode&os.ModeDevice == 0 || mode&os.ModeCharDevice != 0:
+		return 0, fmt.Errorf("%s: neither a block device nor a regular file (mode %s)", f.Name(), mode)
+	}
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	var size uint64
+	var errno unix.Errno
+	if err := conn.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&size)))
+	}); err != nil {
+		return 0, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if errno != 0 {
+		return 0, fmt.Errorf("%s: size of the block device (BLKGETSIZE64): %w", f.Name(), errno)
+	}
+	return int64(size), nil
+}
+
+// checkImage is what qemu-img says of the image at src, refused unless it
+// is raw or qcow2 and self-contained.
+func checkImage(ctx context.Context, src string) (imageFacts, error) {
+	info, err := imageInfo(ctx, src)
+	if err != nil {
+		return imageFacts{}, err
+	}
+	if info.BackingFile != "" {
+		// A backing file would make qemu-img read a host path the
+		// uploader chose.
+		return imageFacts{}, fmt.Errorf("image has a backing file (%s); only self-contained images can be imported", info.BackingFile)
+	}
+	if info.Format != "raw" && info.Format != "qcow2" {
+		return imageFacts{}, fmt.Errorf("image format %q is not supported; want raw or qcow2", info.Format)
+	}
+	return info, nil
+}
+
 // syncPath flushes a file's data, or a directory's entries, to disk.
 func syncPath(path string) error {
 	f, err := os.Open(path)
@@ -130,12 +247,16 @@ func syncPath(path string) error {
 // convert writes src (of format) as a sparse raw image to dst, reporting
 // qemu-img's progress to progress unless it is nil.
 func convert(ctx context.Context, format, src, dst string, progress func(percent float64)) error {
-	args := []string{"convert", "-q", "-f", format, "-O", "raw", "-S", "4k", src, dst}
+	return qemuImgConvert(ctx, progress, "-f", format, "-O", "raw", "-S", "4k", src, dst)
+}
+
+// qemuImgConvert runs `qemu-img convert` with args, reporting its progress
+// to progress unless it is nil.
+func qemuImgConvert(ctx context.Context, progress func(percent float64), args ...string) error {
 	if progress == nil {
-		return run(ctx, "qemu-img", args...)
+		return run(ctx, "qemu-img", append([]string{"convert", "-q"}, args...)...)
 	}
-	args[1] = "-p"
-	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd := exec.CommandContext(ctx, "qemu-img", append([]string{"convert", "-p"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &qemuProgress{report: progress}, &stderr
 	if err := cmd.Run(); err != nil {

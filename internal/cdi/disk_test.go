@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -168,4 +170,172 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 	n := copy(p[:min(len(p), r.n)], r.b)
 	r.b = r.b[n:]
 	return n, nil
+}
+
+// deviceFile makes a regular file of size bytes, every one 0xAA, standing
+// in for a block device.
+func deviceFile(t *testing.T, size int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "device")
+	if err := os.WriteFile(p, bytes.Repeat([]byte{0xAA}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// An image read from a stream lands on the device from its first byte;
+// the rest of the device, and its size, stay as they were.
+func TestImportStreamToDevice(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	content := bytes.Repeat([]byte("virtkube"), 1<<14) // 128 KiB
+	qcow := filepath.Join(t.TempDir(), "qcow2")
+	raw := filepath.Join(t.TempDir(), "raw")
+	os.WriteFile(raw, content, 0o644)
+	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow).CombinedOutput(); err != nil {
+		t.Fatalf("make qcow2: %v: %s", err, out)
+	}
+	qcowBytes, _ := os.ReadFile(qcow)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(qcowBytes)
+	zw.Close()
+
+	const size = 4 << 20
+	for name, in := range map[string][]byte{"raw": content, "qcow2.gz": gz.Bytes()} {
+		t.Run(name, func(t *testing.T) {
+			device, scratch := deviceFile(t, size), t.TempDir()
+			var reports []float64
+			n, err := ImportStreamToDevice(context.Background(), device, scratch, bytes.NewReader(in), func(p float64) { reports = append(reports, p) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != int64(len(in)) {
+				t.Errorf("read %d bytes, want %d", n, len(in))
+			}
+			got, err := os.ReadFile(device)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != size {
+				t.Errorf("device is %d bytes after the import, want %d as before", len(got), size)
+			}
+			if !bytes.Equal(got[:len(content)], content) {
+				t.Error("device does not start with the image's content")
+			}
+			if !bytes.Equal(got[len(content):], bytes.Repeat([]byte{0xAA}, size-len(content))) {
+				t.Error("device changed past the image's end")
+			}
+			if len(reports) == 0 || reports[len(reports)-1] != 100 {
+				t.Errorf("progress %v, want reports ending at 100", reports)
+			}
+			if entries, _ := os.ReadDir(scratch); len(entries) != 0 {
+				t.Errorf("scratch keeps %d entries after the import", len(entries))
+			}
+		})
+	}
+}
+
+// An image larger than the device is refused with both sizes named, and
+// so is one with a backing file, before the device is touched; a cut-off
+// stream never reaches the device.
+func TestImportToDeviceRefuses(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	ctx := context.Background()
+	const size = 4 << 20
+	device, scratch := deviceFile(t, size), t.TempDir()
+	unchanged := func(what string) {
+		t.Helper()
+		if got, _ := os.ReadFile(device); !bytes.Equal(got, bytes.Repeat([]byte{0xAA}, size)) {
+			t.Errorf("%s: the device changed", what)
+		}
+	}
+
+	big := bytes.Repeat([]byte{1}, 8<<20)
+	_, err := ImportStreamToDevice(ctx, device, scratch, bytes.NewReader(big), nil)
+	if err == nil || !strings.Contains(err.Error(), "8388608") || !strings.Contains(err.Error(), "4194304") {
+		t.Errorf("8 MiB image onto a 4 MiB device: %v, want an error naming both sizes", err)
+	}
+	unchanged("too large")
+
+	base := filepath.Join(t.TempDir(), "base")
+	os.WriteFile(base, make([]byte, 1<<20), 0o644)
+	over := filepath.Join(t.TempDir(), "over.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", over).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := ImportToDevice(ctx, device, over, nil); err == nil || !strings.Contains(err.Error(), "backing file") {
+		t.Errorf("image with a backing file: %v, want refused", err)
+	}
+	unchanged("backing file")
+
+	cut := io.MultiReader(bytes.NewReader(make([]byte, 64<<10)), iotest.ErrReader(io.ErrUnexpectedEOF))
+	if _, err := ImportStreamToDevice(ctx, device, scratch, cut, nil); err == nil {
+		t.Error("cut-off stream: accepted")
+	}
+	unchanged("cut-off stream")
+	if entries, _ := os.ReadDir(scratch); len(entries) != 0 {
+		t.Errorf("scratch keeps %d entries after failed imports", len(entries))
+	}
+
+	if err := ImportToDevice(ctx, filepath.Join(t.TempDir(), "none"), base, nil); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing device: %v, want an error naming it", err)
+	}
+}
+
+// A real block device (a loop device, where losetup can make one): its
+// size is the device's, and the image lands on it.
+func TestImportToLoopDevice(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	const size = 4 << 20
+	backing := deviceFile(t, size)
+	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err)
+	}
+	device := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", device).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", device, err, out)
+		}
+	})
+
+	f, err := os.Open(device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DeviceSize(f)
+	f.Close()
+	if err != nil || got != size {
+		t.Fatalf("DeviceSize(%s): %d, %v; want %d", device, got, err, size)
+	}
+
+	content := bytes.Repeat([]byte("loop"), 1<<16) // 256 KiB
+	if _, err := ImportStreamToDevice(context.Background(), device, t.TempDir(), bytes.NewReader(content), nil); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != size || !bytes.Equal(data[:len(content)], content) || !bytes.Equal(data[len(content):], bytes.Repeat([]byte{0xAA}, size-len(content))) {
+		t.Errorf("the loop device (%d bytes) does not hold the image followed by what was there", len(data))
+	}
+}
+
+// DeviceSize refuses what is neither a block device nor a regular file.
+func TestDeviceSizeRefusesDirectory(t *testing.T) {
+	f, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := DeviceSize(f); err == nil || !strings.Contains(err.Error(), "neither a block device nor a regular file") {
+		t.Errorf("directory: %v, want refused", err)
+	}
 }

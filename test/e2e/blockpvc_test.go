@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	virtv1 "kubevirt.io/api/core/v1"
+
+	"github.com/virtkube/virtkube/test/framework"
 )
 
 // A claim in volumeMode Block, bound to a local PV on a loop device of the
@@ -22,62 +26,14 @@ import (
 // guest sees a disk of the device's size, and what it writes there is on
 // the loop device once the VMI is gone. The host's /dev gets no entry.
 func TestBlockPVC(t *testing.T) {
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup not installed")
-	}
 	s := shared
-	ctx := ctxT(t, 10*time.Minute)
 	image := testGuestImage(t, s, "blockpvc")
 	ns := s.Namespace(t)
 	c := crClient(t, s)
 
 	const size = 32 << 20
-	backing := filepath.Join(t.TempDir(), "block.img")
-	f, err := os.Create(backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
-		}
-	})
-
-	nodes, err := s.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil || len(nodes.Items) != 1 {
-		t.Fatalf("want the server's one node: %v, %v", nodes, err)
-	}
-	node := nodes.Items[0].Labels[corev1.LabelHostname]
-	pv := "block-" + ns
-	t.Cleanup(func() {
-		_ = s.Client.CoreV1().PersistentVolumes().Delete(ctxT(t, time.Minute), pv, metav1.DeleteOptions{})
-	})
+	loop, pv := loopBlockPV(t, s, ns, size)
 	kubectl(t, s, fmt.Sprintf(`apiVersion: v1
-kind: PersistentVolume
-metadata: {name: %s}
-spec:
-  capacity: {storage: 32Mi}
-  volumeMode: Block
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: local-block
-  local: {path: %s}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-      - matchExpressions:
-        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
----
-apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: raw}
 spec:
@@ -86,7 +42,7 @@ spec:
   storageClassName: local-block
   volumeName: %s
   resources: {requests: {storage: 32Mi}}
-`, pv, loop, node, pv), "apply", "-n", ns, "-f", "-")
+`, pv), "apply", "-n", ns, "-f", "-")
 
 	kubectl(t, s, guestWithClaim("blockvm", image, "raw"), "apply", "-n", ns, "-f", "-")
 	v := waitVMI(t, c, ns, "blockvm", "Running and Ready", runningAndReady)
@@ -133,5 +89,117 @@ spec:
 	marker := make([]byte, 8)
 	if _, err := io.ReadFull(dev, marker); err != nil || string(marker) != "block-42" {
 		t.Errorf("the loop device starts with %q (%v), want the guest's marker block-42", marker, err)
+	}
+}
+
+// loopBlockPV makes a loop device of size bytes and a local PersistentVolume
+// of it in volumeMode Block (class local-block) on the server's one node,
+// removed when the test ends; it returns the device and the volume's name.
+func loopBlockPV(t *testing.T, s *framework.Server, ns string, size int64) (loop, pv string) {
+	t.Helper()
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Skip("losetup not installed")
+	}
+	backing := filepath.Join(t.TempDir(), "block.img")
+	f, err := os.Create(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	loop = strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
+		}
+	})
+	nodes, err := s.Client.CoreV1().Nodes().List(ctxT(t, time.Minute), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("want the server's one node: %v, %v", nodes, err)
+	}
+	node := nodes.Items[0].Labels[corev1.LabelHostname]
+	pv = "block-" + ns
+	t.Cleanup(func() {
+		_ = s.Client.CoreV1().PersistentVolumes().Delete(ctxT(t, time.Minute), pv, metav1.DeleteOptions{})
+	})
+	kubectl(t, s, fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolume
+metadata: {name: %s}
+spec:
+  capacity: {storage: %d}
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local-block
+  local: {path: %s}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
+`, pv, size, loop, node), "apply", "-f", "-")
+	return loop, pv
+}
+
+// A DataVolume in volumeMode Block is filled by its importer pod through
+// the device (the http source's qcow2 converted onto it), and a clone from
+// it into a filesystem claim copies the device; the loop device then starts
+// with the image's bytes and the clone's disk.img with the same.
+func TestDataVolumeBlock(t *testing.T) {
+	s := shared
+	ns := s.Namespace(t)
+	c := cdiClient(t, s)
+	const size = 32 << 20
+	loop, pv := loopBlockPV(t, s, ns, size)
+
+	content := bytes.Repeat([]byte("virtkube-block-dv\n"), 60000) // ~1 MiB
+	raw := filepath.Join(t.TempDir(), "src.raw")
+	if err := os.WriteFile(raw, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, raw+".qcow2").CombinedOutput(); err != nil {
+		t.Fatalf("make qcow2: %v: %s", err, out)
+	}
+	srv := podNetworkServer(t, s, http.FileServer(http.Dir(filepath.Dir(raw))))
+	kubectl(t, s, fmt.Sprintf(`apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: {name: blockdv}
+spec:
+  source: {http: {url: "%s/src.raw.qcow2"}}
+  pvc:
+    volumeMode: Block
+    accessModes: [ReadWriteOnce]
+    storageClassName: local-block
+    volumeName: %s
+    resources: {requests: {storage: 32Mi}}
+---
+apiVersion: cdi.kubevirt.io/v1beta1
+kind: DataVolume
+metadata: {name: fromblock}
+spec:
+  source: {pvc: {namespace: %s, name: blockdv}}
+  storage: {resources: {requests: {storage: 64Mi}}}
+`, srv.URL, pv, ns), "apply", "-n", ns, "-f", "-")
+
+	waitDataVolume(t, s, c, ns, "blockdv")
+	dev, err := os.Open(loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(content))
+	_, err = io.ReadFull(dev, got)
+	dev.Close()
+	if err != nil || !bytes.Equal(got, content) {
+		t.Errorf("the loop device does not start with the image (%v)", err)
+	}
+	disk, err := os.ReadFile(waitDataVolume(t, s, c, ns, "fromblock"))
+	if err != nil || len(disk) != 64<<20 || !bytes.Equal(disk[:len(content)], content) {
+		t.Errorf("clone of the block DataVolume: %d bytes (%v); want 64 MiB starting with the image", len(disk), err)
 	}
 }

@@ -28,8 +28,8 @@ const (
 	cloneRetryEvery = 2 * time.Second
 )
 
-// runCloneSource sends o.SourceDir's disk.img to o.UploadURL
-// (ModeCloneSource).
+// runCloneSource sends o.SourceDir's disk.img, or all of o.SourceDevice,
+// to o.UploadURL (ModeCloneSource).
 func runCloneSource(ctx context.Context, o Options, prog *progress, log logr.Logger) error {
 	token, err := readToken(o.TokenFile)
 	if err != nil {
@@ -41,8 +41,11 @@ func runCloneSource(ctx context.Context, o Options, prog *progress, log logr.Log
 	transport.Proxy = nil
 	c := &cloneSource{
 		client: &http.Client{Transport: transport}, url: o.UploadURL, token: token,
-		disk: filepath.Join(o.SourceDir, cdi.DiskFile), progress: prog.set, log: log,
+		disk: filepath.Join(o.SourceDir, cdi.DiskFile), diskFlag: FlagSourceDir, progress: prog.set, log: log,
 		retryFor: cloneRetryFor, retryEvery: cloneRetryEvery,
+	}
+	if o.SourceDevice != "" {
+		c.disk, c.diskFlag = o.SourceDevice, FlagSourceDevice
 	}
 	return c.send(ctx)
 }
@@ -51,7 +54,10 @@ func runCloneSource(ctx context.Context, o Options, prog *progress, log logr.Log
 type cloneSource struct {
 	client     *http.Client
 	url, token string
+	// disk is a filesystem claim's disk.img or a block claim's device,
+	// sent whole as a raw image; diskFlag is the flag that named it.
 	disk       string
+	diskFlag   string
 	progress   func(float64)
 	log        logr.Logger
 	retryFor   time.Duration
@@ -66,14 +72,13 @@ var errRetry = errors.New("upload server not ready")
 func (c *cloneSource) send(ctx context.Context) error {
 	f, err := os.Open(c.disk)
 	if err != nil {
-		return fmt.Errorf("--%s: %w", FlagSourceDir, err)
+		return fmt.Errorf("--%s: %w", c.diskFlag, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	size, err := cdi.DeviceSize(f)
 	if err != nil {
-		return fmt.Errorf("--%s: %w", FlagSourceDir, err)
+		return fmt.Errorf("--%s: %w", c.diskFlag, err)
 	}
-	size := fi.Size()
 	c.log.Info("sending", "disk", c.disk, "bytes", size, "url", c.url)
 	deadline := time.Now().Add(c.retryFor)
 	for {

@@ -82,7 +82,7 @@ func TestCloneSourceAnswers(t *testing.T) {
 	var last float64
 	c := &cloneSource{
 		client: http.DefaultClient, url: target.URL + "/v1beta1/upload", token: "tok",
-		disk: filepath.Join(srcDir, "disk.img"), progress: func(p float64) { last = p }, log: logr.Discard(),
+		disk: filepath.Join(srcDir, "disk.img"), diskFlag: FlagSourceDir, progress: func(p float64) { last = p }, log: logr.Discard(),
 		retryFor: 10 * time.Second, retryEvery: 10 * time.Millisecond,
 	}
 	if err := c.send(context.Background()); err != nil {
@@ -104,5 +104,33 @@ func TestCloneSourceAnswers(t *testing.T) {
 	err = c.send(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "connection refused") || time.Since(start) < c.retryFor {
 		t.Errorf("no server: %v after %s, want connection refused after trying for %s", err, time.Since(start), c.retryFor)
+	}
+}
+
+// A clone source sends all of its block claim's device to an upload
+// server that fills a filesystem claim.
+func TestCloneSourceDevice(t *testing.T) {
+	needQemuImg(t)
+	srcDir, content := randomDisk(t, 1<<20)
+	device := filepath.Join(srcDir, "disk.img") // a regular file standing in for the device
+	token := writeToken(t, "clone-token")
+	dest := t.TempDir()
+	target := start(t, "--mode=upload", "--token-file="+token, "--dest="+dest, "--size=2097152")
+
+	r := runMain(t, "--mode=clone-source", "--source-device="+device, "--source-dir=/nonexistent", "--upload-url=http://"+target.addr+"/v1beta1/upload", "--token-file="+token)
+	if r.code != 0 {
+		t.Fatalf("clone source: exit %d: %s", r.code, r.stderr)
+	}
+	if r := target.wait(t); r.code != 0 {
+		t.Fatalf("upload server: exit %d: %s", r.code, r.stderr)
+	}
+	got := readDisk(t, dest)
+	if len(got) != 2<<20 || !bytes.Equal(got[:len(content)], content) || !bytes.Equal(got[len(content):], make([]byte, 1<<20)) {
+		t.Errorf("the target's disk.img (%d bytes) is not the source device (%d bytes) grown to 2 MiB", len(got), len(content))
+	}
+
+	r = runMain(t, "--mode=clone-source", "--source-device="+filepath.Join(srcDir, "none"), "--upload-url=http://"+target.addr+"/v1beta1/upload", "--token-file="+token)
+	if r.code != 1 || !strings.HasPrefix(r.lastLine(), "cdi-importer: --source-device: ") {
+		t.Errorf("missing device: exit %d, last line %q", r.code, r.lastLine())
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/virtkube/virtkube/internal/cdi"
 	"github.com/virtkube/virtkube/internal/containerdisk"
 	"github.com/virtkube/virtkube/internal/noderuntime/image"
 )
@@ -24,30 +23,26 @@ import (
 // node-pulled image to serve its disk: its container may start after ours.
 const diskSocketWait = 2 * time.Minute
 
-// runImport fills o.Dest from o.Source (ModeImport).
-func runImport(ctx context.Context, o Options, prog *progress, log logr.Logger) error {
+// runImport fills dst, o's claim, from o.Source (ModeImport).
+func runImport(ctx context.Context, o Options, dst dest, prog *progress, log logr.Logger) error {
 	switch o.Source {
 	case SourceBlank:
-		log.Info("making a blank disk", "dir", o.Dest, "size", o.Size)
-		if err := cdi.Blank(o.Dest, o.Size); err != nil {
-			return fmt.Errorf("blank disk: %w", err)
-		}
-		return nil
+		return dst.blank(log)
 	case SourceHTTP:
-		return download(ctx, http.DefaultClient, o.Endpoint, o.Dest, o.Size, prog.set, log)
+		return download(ctx, http.DefaultClient, o.Endpoint, dst, prog.set, log)
 	case SourceRegistry:
 		if o.DiskSocket != "" {
-			return importServedDisk(ctx, o.DiskSocket, o.Endpoint, o.Dest, o.Size, prog.set, log)
+			return importServedDisk(ctx, o.DiskSocket, o.Endpoint, dst, prog.set, log)
 		}
-		return pullDisk(ctx, o.Endpoint, o.Scratch, o.InsecureRegistry, o.Dest, o.Size, prog.set, log)
+		return pullDisk(ctx, o.Endpoint, o.Scratch, o.InsecureRegistry, dst, prog.set, log)
 	}
 	return fmt.Errorf("--%s %q: cannot be imported", FlagSource, o.Source)
 }
 
-// download imports the image at src into dir as a disk of size bytes,
-// telling progress the share of the response's Content-Length read (of the
-// compressed bytes, for a compressed image).
-func download(ctx context.Context, c *http.Client, src, dir string, size int64, progress func(float64), log logr.Logger) error {
+// download imports the image at src into dst, telling progress the share
+// of the response's Content-Length read (of the compressed bytes, for a
+// compressed image; for a device, see dest.importStream).
+func download(ctx context.Context, c *http.Client, src string, dst dest, progress func(float64), log logr.Logger) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
 		return fmt.Errorf("--%s %q: %w", FlagEndpoint, src, err)
@@ -64,8 +59,8 @@ func download(ctx context.Context, c *http.Client, src, dir string, size int64, 
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("download %s: %s", src, resp.Status)
 	}
-	log.Info("downloading", "url", src, "bytes", resp.ContentLength, "dir", dir)
-	n, err := cdi.Import(ctx, dir, cdi.ProgressReader(resp.Body, resp.ContentLength, progress), size)
+	log.Info("downloading", "url", src, "bytes", resp.ContentLength, "dest", dst)
+	n, err := dst.importStream(ctx, resp.Body, resp.ContentLength, progress)
 	if err != nil {
 		return fmt.Errorf("import %s: %w", src, err)
 	}
@@ -75,10 +70,10 @@ func download(ctx context.Context, c *http.Client, src, dir string, size int64, 
 
 // pullDisk pulls the containerDisk image endpoint (docker://IMAGE) into a
 // temporary image store under scratch (empty: os.TempDir()) and imports its
-// disk, telling progress how far qemu-img has converted it. The store goes
-// afterwards: nothing is kept between imports. insecure speaks plain HTTP
-// to the image's registry.
-func pullDisk(ctx context.Context, endpoint, scratch string, insecure bool, dir string, size int64, progress func(float64), log logr.Logger) error {
+// disk into dst, telling progress how far qemu-img has converted it. The
+// store goes afterwards: nothing is kept between imports. insecure speaks
+// plain HTTP to the image's registry.
+func pullDisk(ctx context.Context, endpoint, scratch string, insecure bool, dst dest, progress func(float64), log logr.Logger) error {
 	ref, ok := strings.CutPrefix(endpoint, "docker://")
 	if !ok || ref == "" {
 		return fmt.Errorf("--%s %q: want docker://<image>", FlagEndpoint, endpoint)
@@ -109,20 +104,20 @@ func pullDisk(ctx context.Context, endpoint, scratch string, insecure bool, dir 
 	if err != nil {
 		return err // names the image and what it holds instead
 	}
-	log.Info("importing", "image", ref, "disk", disk, "dir", dir)
-	if err := cdi.ImportFile(ctx, dir, disk, size, progress); err != nil {
+	log.Info("importing", "image", ref, "disk", disk, "dest", dst)
+	if err := dst.importFile(ctx, disk, progress); err != nil {
 		return fmt.Errorf("import the disk of image %s: %w", ref, err)
 	}
 	return nil
 }
 
 // importServedDisk imports the disk that the pod's container-disk program
-// serves on socket (an image the node pulled: CDI's pullMethod node),
-// telling progress how far qemu-img has converted it. It holds the
+// serves on socket (an image the node pulled: CDI's pullMethod node) into
+// dst, telling progress how far qemu-img has converted it. It holds the
 // program while it reads the disk and lets it go afterwards, so that the
 // image's container ends and the pod can complete. endpoint, when set,
 // names the image in messages.
-func importServedDisk(ctx context.Context, socket, endpoint, dir string, size int64, progress func(float64), log logr.Logger) error {
+func importServedDisk(ctx context.Context, socket, endpoint string, dst dest, progress func(float64), log logr.Logger) error {
 	what := "the containerDisk on " + socket
 	if endpoint != "" {
 		what = "image " + strings.TrimPrefix(endpoint, "docker://")
@@ -139,8 +134,8 @@ func importServedDisk(ctx context.Context, socket, endpoint, dir string, size in
 		return fmt.Errorf("--%s: disk of %s: %w", FlagDiskSocket, what, err)
 	}
 	defer h.Release()
-	log.Info("importing", "disk", disk, "dir", dir)
-	if err := cdi.ImportFile(ctx, dir, disk, size, progress); err != nil {
+	log.Info("importing", "disk", disk, "dest", dst)
+	if err := dst.importFile(ctx, disk, progress); err != nil {
 		return fmt.Errorf("import the disk of %s: %w", what, err)
 	}
 	return nil

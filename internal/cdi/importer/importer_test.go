@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -214,4 +215,124 @@ func TestImportRegistry(t *testing.T) {
 		t.Errorf("missing image: exit %d, last line %q; want one naming the image", r.code, r.lastLine())
 	}
 	noDisk(t, dest)
+}
+
+// An http source lands on a block claim's device from its first byte,
+// through --scratch; the device keeps its size and what lies past the
+// image.
+func TestImportHTTPDevice(t *testing.T) {
+	needQemuImg(t)
+	content, qcow2gz := testImages(t)
+	const size = 4 << 20
+	for name, body := range map[string][]byte{"raw": content, "qcow2.gz": qcow2gz} {
+		t.Run(name, func(t *testing.T) {
+			src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+			defer src.Close()
+			device, scratch := deviceFile(t, size), t.TempDir()
+			r := runMain(t, "--mode=import", "--source=http", "--endpoint="+src.URL+"/disk", "--dest-device="+device, "--scratch="+scratch, "--size=1048576", "--dest=/nonexistent")
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			deviceHolds(t, device, size, content)
+			if left, _ := os.ReadDir(scratch); len(left) != 0 {
+				t.Errorf("scratch keeps %d entries after the import", len(left))
+			}
+		})
+	}
+}
+
+// An image larger than the device fails the import with both sizes named
+// and the device untouched; a device that is not there fails at once.
+func TestImportHTTPDeviceTooSmall(t *testing.T) {
+	needQemuImg(t)
+	body := bytes.Repeat([]byte{1}, 2<<20)
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer src.Close()
+	device := deviceFile(t, 1<<20)
+	r := runMain(t, "--mode=import", "--source=http", "--endpoint="+src.URL+"/disk", "--dest-device="+device, "--scratch="+t.TempDir(), "--size=4194304")
+	want := "image virtual size 2097152 bytes exceeds the size of device " + device + ", 1048576 bytes"
+	if r.code != 1 || !strings.HasPrefix(r.lastLine(), "cdi-importer: ") || !strings.Contains(r.lastLine(), want) {
+		t.Errorf("exit %d, last line %q; want 1 and %q", r.code, r.lastLine(), want)
+	}
+	deviceHolds(t, device, 1<<20, nil)
+
+	missing := filepath.Join(t.TempDir(), "none")
+	r = runMain(t, "--mode=import", "--source=http", "--endpoint="+src.URL+"/disk", "--dest-device="+missing, "--scratch="+t.TempDir())
+	if r.code != 1 || !strings.HasPrefix(r.lastLine(), "cdi-importer: --dest-device: ") {
+		t.Errorf("missing device: exit %d, last line %q", r.code, r.lastLine())
+	}
+}
+
+// A blank block claim is left as it is, as CDI leaves it.
+func TestImportBlankDevice(t *testing.T) {
+	device := deviceFile(t, 1<<20)
+	if r := runMain(t, "--mode=import", "--source=blank", "--dest-device="+device, "--scratch="+t.TempDir(), "--size=1048576"); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	deviceHolds(t, device, 1<<20, nil)
+}
+
+// A registry image pulled into --scratch lands on the device.
+func TestImportRegistryDevice(t *testing.T) {
+	needQemuImg(t)
+	host := testcd.StartRegistry(t)
+	content := bytes.Repeat([]byte("disk"), 1<<15)
+	diskFile := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(diskFile, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := testcd.Push(context.Background(), host, "vm/disk", "v1", diskFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	device, scratch := deviceFile(t, 2<<20), t.TempDir()
+	r := runMain(t, "--mode=import", "--source=registry", "--endpoint=docker://"+ref, "--dest-device="+device, "--scratch="+scratch, "--size=2097152")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	deviceHolds(t, device, 2<<20, content)
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch keeps %d entries after the import", len(left))
+	}
+}
+
+// A device's progress is reading (0 to 50) and then writing (50 to 100):
+// it never goes back.
+func TestDeviceProgress(t *testing.T) {
+	needQemuImg(t)
+	content := bytes.Repeat([]byte("progress"), 1<<16) // 512 KiB
+	d := dest{device: deviceFile(t, 1<<20), scratch: t.TempDir()}
+	var reports []float64
+	r := &slowReader{b: content, n: 4096}
+	if _, err := d.importStream(context.Background(), r, int64(len(content)), func(p float64) { reports = append(reports, p) }); err != nil {
+		t.Fatal(err)
+	}
+	deviceHolds(t, d.device, 1<<20, content)
+	reading := 0
+	for i, p := range reports {
+		if i > 0 && p < reports[i-1] {
+			t.Fatalf("progress went back from %v to %v: %v", reports[i-1], p, reports)
+		}
+		if p <= 50 {
+			reading++
+		}
+	}
+	if reading < 2 || reports[len(reports)-1] != 100 {
+		t.Errorf("%d reports up to 50 and the last %v; want reading reported up to 50, then writing to 100", reading, reports[len(reports)-1])
+	}
+}
+
+// slowReader hands out b n bytes at a time.
+type slowReader struct {
+	b []byte
+	n int
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	c := copy(p[:min(len(p), r.n)], r.b)
+	r.b = r.b[c:]
+	return c, nil
 }

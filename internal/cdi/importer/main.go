@@ -11,6 +11,11 @@
 //   - clone-source: stream a claim's disk.img to the upload server of the
 //     clone's target claim.
 //
+// A claim of volumeMode Block is a device in the pod instead: import and
+// upload write the image onto --dest-device, through a file under
+// --scratch so that nothing is written before the image is whole;
+// clone-source sends all of --source-device.
+//
 // The pod reports its progress as CDI's pods do, as a Prometheus gauge on
 // --listen that the controller reads with ScrapeProgress, and its outcome by
 // its exit status: on failure the last line it prints is
@@ -76,6 +81,11 @@ const (
 	FlagTokenFile  = "token-file"
 	FlagSourceDir  = "source-dir"
 	FlagUploadURL  = "upload-url"
+	// FlagDestDevice is the block device to fill instead of --dest.
+	FlagDestDevice = "dest-device"
+	// FlagSourceDevice is the block device clone-source sends instead of
+	// --source-dir's disk.img.
+	FlagSourceDevice = "source-device"
 	// FlagInsecureRegistry speaks plain HTTP to --endpoint's registry.
 	FlagInsecureRegistry = "insecure-registry"
 )
@@ -105,10 +115,18 @@ type Options struct {
 	// Endpoint is the http(s) URL of SourceHTTP, or the docker://IMAGE of
 	// SourceRegistry.
 	Endpoint string
-	// Dest is the directory of the claim to fill, where disk.img goes.
+	// Dest is the directory of the claim to fill, where disk.img goes;
+	// ignored with DestDevice.
 	Dest string
+	// DestDevice, in ModeImport and ModeUpload, is the block device of a
+	// claim of volumeMode Block, filled instead of Dest from its first
+	// byte; what lies past the image is left as it is (SourceBlank writes
+	// nothing). The image waits in Scratch, which must be set, until it
+	// is whole, and must not be larger than the device.
+	DestDevice string
 	// Size is the disk's size in bytes, the claim's requested storage;
-	// every mode but ModeCloneSource needs it.
+	// every mode but ModeCloneSource needs it. With DestDevice the
+	// device's own size bounds the image instead.
 	Size int64
 	// Listen is the address of /metrics and /healthz, and of the upload
 	// server in ModeUpload.
@@ -117,7 +135,8 @@ type Options struct {
 	// DataVolume's UID.
 	OwnerUID string
 	// Scratch is the directory under which SourceRegistry pulls the image
-	// into a temporary directory of its own; empty is os.TempDir().
+	// into a temporary directory of its own; empty is os.TempDir(). With
+	// DestDevice it must be set: the image waits there until it is whole.
 	Scratch string
 	// DiskSocket, with SourceRegistry, is the unix socket on which the
 	// pod's container-disk program serves the image's disk (CDI's
@@ -126,8 +145,13 @@ type Options struct {
 	// TokenFile holds the bearer token: the one an upload must bear in
 	// ModeUpload, the one to send in ModeCloneSource.
 	TokenFile string
-	// SourceDir is the directory of the claim ModeCloneSource sends.
+	// SourceDir is the directory of the claim ModeCloneSource sends;
+	// ignored with SourceDevice.
 	SourceDir string
+	// SourceDevice is the block device of a claim of volumeMode Block
+	// that ModeCloneSource sends, all of it, instead of SourceDir's
+	// disk.img.
+	SourceDevice string
 	// InsecureRegistry makes SourceRegistry pull from --endpoint's
 	// registry over plain HTTP: CDIConfig spec.insecureRegistries lists
 	// it.
@@ -155,12 +179,16 @@ func (o *Options) Validate() error {
 	default:
 		return fmt.Errorf("--%s %q: want %s, %s or %s", FlagMode, o.Mode, ModeImport, ModeUpload, ModeCloneSource)
 	}
-	if o.Mode != ModeCloneSource {
-		if o.Dest == "" {
-			return fmt.Errorf("--%s must be set: the directory of the claim to fill", FlagDest)
+	if o.Mode == ModeCloneSource {
+		if o.DestDevice != "" {
+			return fmt.Errorf("--%s %s: only with --%s %s or %s", FlagDestDevice, o.DestDevice, FlagMode, ModeImport, ModeUpload)
 		}
-		if o.Size <= 0 {
-			return fmt.Errorf("--%s %d: must be positive (the claim's requested storage in bytes)", FlagSize, o.Size)
+	} else {
+		if o.SourceDevice != "" {
+			return fmt.Errorf("--%s %s: only with --%s %s", FlagSourceDevice, o.SourceDevice, FlagMode, ModeCloneSource)
+		}
+		if err := o.validateDest(); err != nil {
+			return err
 		}
 	}
 	if err := validateListen(o.Listen); err != nil {
@@ -174,8 +202,8 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("--%s must be set: the file holding the token an upload must bear", FlagTokenFile)
 		}
 	case ModeCloneSource:
-		if o.SourceDir == "" {
-			return fmt.Errorf("--%s must be set: the directory of the claim to send", FlagSourceDir)
+		if o.SourceDir == "" && o.SourceDevice == "" {
+			return fmt.Errorf("--%s or --%s must be set: the directory or block device of the claim to send", FlagSourceDir, FlagSourceDevice)
 		}
 		if err := validateHTTPURL(o.UploadURL); err != nil {
 			return fmt.Errorf("--%s %q: %w", FlagUploadURL, o.UploadURL, err)
@@ -183,6 +211,24 @@ func (o *Options) Validate() error {
 		if o.TokenFile == "" {
 			return fmt.Errorf("--%s must be set: the file holding the token of the target's upload server", FlagTokenFile)
 		}
+	}
+	return nil
+}
+
+// validateDest checks the flags of the claim that ModeImport and
+// ModeUpload fill.
+func (o *Options) validateDest() error {
+	if o.DestDevice != "" {
+		if o.Scratch == "" {
+			return fmt.Errorf("--%s must be set with --%s: the directory where the image waits until it is whole", FlagScratch, FlagDestDevice)
+		}
+		return nil
+	}
+	if o.Dest == "" {
+		return fmt.Errorf("--%s must be set: the directory of the claim to fill", FlagDest)
+	}
+	if o.Size <= 0 {
+		return fmt.Errorf("--%s %d: must be positive (the claim's requested storage in bytes)", FlagSize, o.Size)
 	}
 	return nil
 }
@@ -246,13 +292,15 @@ func (o *Options) flagSet() *pflag.FlagSet {
 	fs.StringVar(&o.Source, FlagSource, o.Source, "import: where the disk comes from: http, blank or registry")
 	fs.StringVar(&o.Endpoint, FlagEndpoint, o.Endpoint, "import: the http(s) URL, or docker://IMAGE for registry")
 	fs.StringVar(&o.Dest, FlagDest, o.Dest, "directory of the claim to fill (disk.img goes there)")
-	fs.Int64Var(&o.Size, FlagSize, o.Size, "size of the disk in bytes (the claim's requested storage)")
+	fs.StringVar(&o.DestDevice, FlagDestDevice, o.DestDevice, "import, upload: block device of the claim to fill instead of --dest (needs --scratch)")
+	fs.Int64Var(&o.Size, FlagSize, o.Size, "size of the disk in bytes (the claim's requested storage); with --dest-device, the device's size bounds the image")
 	fs.StringVar(&o.Listen, FlagListen, o.Listen, "address of /metrics, /healthz and the upload server")
 	fs.StringVar(&o.OwnerUID, FlagOwnerUID, o.OwnerUID, "ownerUID label of the progress metric (the DataVolume's UID)")
-	fs.StringVar(&o.Scratch, FlagScratch, o.Scratch, "import from registry: directory to pull the image under (default the system's temporary directory)")
+	fs.StringVar(&o.Scratch, FlagScratch, o.Scratch, "import from registry: directory to pull the image under (default the system's temporary directory); with --dest-device: where the image waits until it is whole")
 	fs.StringVar(&o.DiskSocket, FlagDiskSocket, o.DiskSocket, "import from registry: socket of the container-disk program serving the node-pulled image's disk")
 	fs.StringVar(&o.TokenFile, FlagTokenFile, o.TokenFile, "upload: token an upload must bear; clone-source: token to send")
 	fs.StringVar(&o.SourceDir, FlagSourceDir, o.SourceDir, "clone-source: directory of the claim to send")
+	fs.StringVar(&o.SourceDevice, FlagSourceDevice, o.SourceDevice, "clone-source: block device of the claim to send, all of it, instead of --source-dir's disk.img")
 	fs.StringVar(&o.UploadURL, FlagUploadURL, o.UploadURL, "clone-source: URL of the target's upload server to PUT the disk to")
 	fs.BoolVar(&o.InsecureRegistry, FlagInsecureRegistry, o.InsecureRegistry, "import from registry: pull from --endpoint's registry over plain HTTP (CDIConfig spec.insecureRegistries lists it)")
 	return fs
@@ -272,6 +320,7 @@ func (o Options) Args() []string {
 	add(FlagSource, o.Source, def.Source)
 	add(FlagEndpoint, o.Endpoint, def.Endpoint)
 	add(FlagDest, o.Dest, def.Dest)
+	add(FlagDestDevice, o.DestDevice, def.DestDevice)
 	if o.Size != def.Size {
 		args = append(args, "--"+FlagSize+"="+strconv.FormatInt(o.Size, 10))
 	}
@@ -281,6 +330,7 @@ func (o Options) Args() []string {
 	add(FlagDiskSocket, o.DiskSocket, def.DiskSocket)
 	add(FlagTokenFile, o.TokenFile, def.TokenFile)
 	add(FlagSourceDir, o.SourceDir, def.SourceDir)
+	add(FlagSourceDevice, o.SourceDevice, def.SourceDevice)
 	add(FlagUploadURL, o.UploadURL, def.UploadURL)
 	if o.InsecureRegistry != def.InsecureRegistry {
 		args = append(args, "--"+FlagInsecureRegistry+"="+strconv.FormatBool(o.InsecureRegistry))
@@ -339,11 +389,14 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 		metric = CloneProgressMetric
 	}
 	prog := newProgress(metric, o.OwnerUID, log)
+	dst := destOf(o)
 	if o.Mode != ModeCloneSource {
-		if err := checkDest(o.Dest); err != nil {
+		if err := dst.check(log); err != nil {
 			return err
 		}
-		if alreadyFilled(o.Dest, log) {
+		// A device holds no marker of a finished import: it is filled
+		// again.
+		if dst.device == "" && alreadyFilled(o.Dest, log) {
 			return nil
 		}
 	}
@@ -353,7 +406,7 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 		if err != nil {
 			return err
 		}
-		up = &uploadServer{dest: o.Dest, size: o.Size, token: token, progress: prog, log: log, done: make(chan struct{})}
+		up = &uploadServer{dest: dst, token: token, progress: prog, log: log, done: make(chan struct{})}
 	}
 	srv, err := serve(ctx, o.Listen, prog, up, o.ready)
 	if err != nil {
@@ -362,7 +415,7 @@ func run(ctx context.Context, o Options, log logr.Logger) error {
 	defer srv.stop()
 	switch o.Mode {
 	case ModeImport:
-		err = runImport(ctx, o, prog, log)
+		err = runImport(ctx, o, dst, prog, log)
 	case ModeUpload:
 		err = up.wait(ctx, srv.failed)
 	case ModeCloneSource:

@@ -123,6 +123,35 @@ func readDisk(t *testing.T, dir string) []byte {
 	return b
 }
 
+// deviceFile makes a regular file of size bytes, every one 0xAA, standing
+// in for a claim's block device.
+func deviceFile(t *testing.T, size int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "device")
+	if err := os.WriteFile(p, bytes.Repeat([]byte{0xAA}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// deviceHolds fails unless device, size bytes long, holds content followed
+// by the 0xAA of deviceFile.
+func deviceHolds(t *testing.T, device string, size int, content []byte) {
+	t.Helper()
+	got, err := os.ReadFile(device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case len(got) != size:
+		t.Errorf("device is %d bytes, want %d: its size must not change", len(got), size)
+	case !bytes.Equal(got[:len(content)], content):
+		t.Errorf("device does not start with the %d bytes of the image", len(content))
+	case !bytes.Equal(got[len(content):], bytes.Repeat([]byte{0xAA}, size-len(content))):
+		t.Error("device changed past the image's end")
+	}
+}
+
 // noDisk fails unless dir holds no disk.img and nothing half-written.
 func noDisk(t *testing.T, dir string) {
 	t.Helper()
@@ -167,6 +196,20 @@ func TestValidate(t *testing.T) {
 		{"clone source without URL", valid(func(o *Options) { o.Mode, o.TokenFile = ModeCloneSource, "/t" }), "--upload-url"},
 		{"clone source without token", valid(func(o *Options) { o.Mode, o.UploadURL = ModeCloneSource, "http://x/v1beta1/upload" }), "--token-file must be set"},
 		{"bad listen", valid(func(o *Options) { o.Listen = "8443" }), `--listen "8443"`},
+		{"device", valid(func(o *Options) { o.DestDevice, o.Scratch = "/dev/b", "/scratch" }), ""},
+		{"device without dest or size", valid(func(o *Options) { o.DestDevice, o.Scratch, o.Dest, o.Size = "/dev/b", "/scratch", "", 0 }), ""},
+		{"upload to device", valid(func(o *Options) { o.Mode, o.TokenFile, o.DestDevice, o.Scratch = ModeUpload, "/t", "/dev/b", "/s" }), ""},
+		{"device without scratch", valid(func(o *Options) { o.DestDevice = "/dev/b" }), "--scratch must be set with --dest-device"},
+		{"source device on import", valid(func(o *Options) { o.SourceDevice = "/dev/s" }), "--source-device /dev/s: only with --mode clone-source"},
+		{"clone source from device", valid(func(o *Options) {
+			o.Mode, o.Size, o.UploadURL, o.TokenFile, o.SourceDir, o.SourceDevice = ModeCloneSource, 0, "http://10.0.0.1:8443/v1beta1/upload", "/t", "", "/dev/s"
+		}), ""},
+		{"clone source without source", valid(func(o *Options) {
+			o.Mode, o.UploadURL, o.TokenFile, o.SourceDir = ModeCloneSource, "http://10.0.0.1:8443/v1beta1/upload", "/t", ""
+		}), "--source-dir or --source-device must be set"},
+		{"dest device on clone source", valid(func(o *Options) {
+			o.Mode, o.UploadURL, o.TokenFile, o.DestDevice = ModeCloneSource, "http://10.0.0.1:8443/v1beta1/upload", "/t", "/dev/b"
+		}), "--dest-device /dev/b: only with --mode import or upload"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.o.Validate()
@@ -186,6 +229,8 @@ func TestArgsRoundTrip(t *testing.T) {
 		{Mode: ModeImport, Source: SourceHTTP, Endpoint: "http://x/y.img?a=b c", Dest: DefaultDest, Size: 5 << 30, Listen: DefaultListen, OwnerUID: "u-1", SourceDir: DefaultSourceDir},
 		{Mode: ModeImport, Source: SourceRegistry, DiskSocket: "/var/run/cdi/disk.sock", Dest: "/d", Size: 1, Listen: ":9000", Scratch: "/scratch", SourceDir: DefaultSourceDir},
 		{Mode: ModeCloneSource, SourceDir: "/src", UploadURL: "http://10.0.0.1:8443/v1beta1/upload", TokenFile: "/t/token", Dest: DefaultDest, Listen: DefaultListen},
+		{Mode: ModeUpload, DestDevice: "/dev/cdi-block-volume", Scratch: "/scratch", Size: 1 << 30, TokenFile: "/t/token", Dest: DefaultDest, Listen: DefaultListen, SourceDir: DefaultSourceDir},
+		{Mode: ModeCloneSource, SourceDevice: "/dev/cdi-source-block-volume", UploadURL: "http://10.0.0.1:8443/v1beta1/upload", TokenFile: "/t/token", Dest: DefaultDest, Listen: DefaultListen, SourceDir: DefaultSourceDir},
 	} {
 		got := NewOptions()
 		fs := got.flagSet()
@@ -219,7 +264,7 @@ func TestMainBadFlags(t *testing.T) {
 			t.Errorf("%q: exit %d, last line %q; want 1 and %q", tc.args, r.code, r.lastLine(), tc.want)
 		}
 	}
-	if r := runMain(t, "--help"); r.code != 0 || !strings.Contains(r.stderr, "--"+FlagUploadURL) {
+	if r := runMain(t, "--help"); r.code != 0 || !strings.Contains(r.stderr, "--"+FlagUploadURL) || !strings.Contains(r.stderr, "--"+FlagDestDevice) {
 		t.Errorf("--help: exit %d: %s", r.code, r.stderr)
 	}
 }

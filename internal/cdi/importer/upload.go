@@ -10,8 +10,6 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
-
-	"github.com/virtkube/virtkube/internal/cdi"
 )
 
 // UploadPaths are the paths of CDI's upload server, to which the upload
@@ -28,8 +26,7 @@ var UploadPaths = []string{
 // failed one answered 400 and forgotten, so the user can try again; the
 // first that succeeds ends the program.
 type uploadServer struct {
-	dest     string
-	size     int64
+	dest     dest
 	token    string
 	progress *progress
 	log      logr.Logger
@@ -51,7 +48,7 @@ func (s *uploadServer) register(mux *http.ServeMux) {
 // wait returns once an upload has succeeded (nil), ctx is done or the
 // server failed.
 func (s *uploadServer) wait(ctx context.Context, failed <-chan error) error {
-	s.log.Info("waiting for the upload", "dir", s.dest, "size", s.size)
+	s.log.Info("waiting for the upload", "dest", s.dest)
 	select {
 	case <-s.done:
 		return nil
@@ -80,10 +77,11 @@ func (s *uploadServer) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("upload started", "bytes", r.ContentLength)
 	s.progress.set(0)
-	n, err := cdi.Import(r.Context(), s.dest, cdi.ProgressReader(r.Body, r.ContentLength, s.progress.set), s.size)
+	n, err := s.dest.importStream(r.Context(), r.Body, r.ContentLength, s.progress.set)
 	if err != nil {
 		// Nothing of a failed upload is kept: disk.img appears only
-		// whole, and the next upload starts afresh.
+		// whole, a device is written only once the image is, and the
+		// next upload starts afresh.
 		s.progress.set(0)
 		s.log.Info("upload failed", "bytes", n, "err", err.Error())
 		http.Error(w, "upload failed: "+err.Error(), http.StatusBadRequest)

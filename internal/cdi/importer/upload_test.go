@@ -133,3 +133,48 @@ func TestUploadAlreadyDone(t *testing.T) {
 		t.Errorf("disk.img changed to %d bytes", len(got))
 	}
 }
+
+// An upload into a block claim: a cut-off one leaves the device untouched
+// and the server serving; a good one lands on the device and ends it.
+func TestUploadDevice(t *testing.T) {
+	needQemuImg(t)
+	const size = 4 << 20
+	device, scratch := deviceFile(t, size), t.TempDir()
+	p := start(t, "--mode=upload", "--token-file="+writeToken(t, "tok"), "--dest-device="+device, "--scratch="+scratch, "--size=1048576")
+	url := "http://" + p.addr + "/v1beta1/upload"
+	content := bytes.Repeat([]byte("block"), 1<<15)
+
+	conn, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /v1beta1/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: %d\r\n\r\n", len(content)+4096)
+	if _, err := conn.Write(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("answer to the cut-off upload: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(string(body), "upload failed: ") {
+		t.Errorf("cut-off upload: %s %q, want 400 upload failed: ...", resp.Status, body)
+	}
+	deviceHolds(t, device, size, nil)
+
+	if code, body := send(t, http.MethodPost, url, "tok", content); code != http.StatusOK {
+		t.Fatalf("good upload: %d %s, want 200", code, body)
+	}
+	if r := p.wait(t); r.code != 0 {
+		t.Fatalf("exit %d after the upload: %s", r.code, r.stderr)
+	}
+	deviceHolds(t, device, size, content)
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Errorf("scratch keeps %d entries after the upload", len(left))
+	}
+}

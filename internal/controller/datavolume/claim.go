@@ -117,9 +117,6 @@ func claimFor(dv *cdiv1.DataVolume, kind string, source *corev1.PersistentVolume
 	if len(spec.AccessModes) == 0 {
 		spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
 	}
-	if spec.VolumeMode != nil && *spec.VolumeMode == corev1.PersistentVolumeBlock {
-		return nil, field.NotSupported(p.Child("volumeMode"), *spec.VolumeMode, []string{string(corev1.PersistentVolumeFilesystem)})
-	}
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: dv.Name, Namespace: dv.Namespace,

@@ -143,10 +143,14 @@ func (r *Reconciler) reconcileClone(ctx context.Context, dv *cdiv1.DataVolume, p
 	src := cloneSource(dv)
 	key := client.ObjectKey{Namespace: src.Namespace, Name: cloneSourceName(pvc.UID)}
 	pod, err := r.workerPod(ctx, dv, key, func() (*corev1.Pod, error) {
+		source := &corev1.PersistentVolumeClaim{}
+		if err := r.Client.Get(ctx, src, source); err != nil {
+			return nil, fmt.Errorf("get clone source %s: %w", src, err)
+		}
 		if err := r.copyToken(ctx, dv, pvc, key); err != nil {
 			return nil, err
 		}
-		return cloneSourcePod(dv, pvc, src, r.Image, uploadURL(target)), nil
+		return cloneSourcePod(dv, pvc, source, r.Image, uploadURL(target)), nil
 	})
 	if err != nil || pod == nil {
 		scheduled()

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/virtkube/virtkube/internal/cdi"
 	"github.com/virtkube/virtkube/internal/cdi/importer"
@@ -48,6 +47,9 @@ const (
 	dataDir        = "/var/run/cdi/data"
 	sourceVolume   = "cdi-source-vol"
 	sourceDir      = "/var/run/cdi/source"
+	// The devices of block claims, where CDI puts them.
+	dataDevice     = "/dev/cdi-block-volume"
+	sourceDevice   = "/dev/cdi-source-block-volume"
 	scratchVolume  = "cdi-scratch-vol"
 	scratchDir     = "/var/run/cdi/scratch"
 	tokenVolume    = "cdi-upload-token"
@@ -74,9 +76,9 @@ func cloneSourceName(target types.UID) string { return string(target) + cloneSou
 // cloneTarget is the annCloneTarget value of a DataVolume.
 func cloneTarget(namespace, name string) string { return namespace + "/" + name }
 
-// basePod is a pod of role that runs to completion with the claim mounted at
-// /data (read-write); its first container is the worker.
-func basePod(name, namespace, role, image, claim string, args []string) *corev1.Pod {
+// basePod is a pod of role that runs to completion with args; its first
+// container is the worker, which has no volumes yet.
+func basePod(name, namespace, role, image string, args []string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: namespace,
@@ -99,22 +101,57 @@ func basePod(name, namespace, role, image, claim string, args []string) *corev1.
 				Ports:                    []corev1.ContainerPort{{Name: "metrics", ContainerPort: importer.DefaultPort, Protocol: corev1.ProtocolTCP}},
 				Resources:                podResources,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-				VolumeMounts:             []corev1.VolumeMount{{Name: dataVolumeName, MountPath: dataDir}},
-			}},
-			Volumes: []corev1.Volume{{
-				Name:         dataVolumeName,
-				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}},
 			}},
 		},
 	}
 }
 
-// workerArgs is cdi-importer's command line: its defaults, as set changes
-// them.
-func workerArgs(set func(*importer.Options)) []string {
-	o := importer.NewOptions()
-	set(&o)
-	return o.Args()
+// isBlock reports whether pvc is in volumeMode Block.
+func isBlock(pvc *corev1.PersistentVolumeClaim) bool {
+	return ptr.Deref(pvc.Spec.VolumeMode, corev1.PersistentVolumeFilesystem) == corev1.PersistentVolumeBlock
+}
+
+// mountClaim gives the worker the claim as volume name: a directory at dir,
+// or, for a block claim, a device at device (as CDI puts them).
+func mountClaim(pod *corev1.Pod, name string, pvc *corev1.PersistentVolumeClaim, readOnly bool, dir, device string) {
+	c := &pod.Spec.Containers[0]
+	if isBlock(pvc) {
+		c.VolumeDevices = append(c.VolumeDevices, corev1.VolumeDevice{Name: name, DevicePath: device})
+	} else {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: dir, ReadOnly: readOnly})
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+		Name:         name,
+		VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvc.Name, ReadOnly: readOnly}},
+	})
+}
+
+// mountEmptyDir gives the worker an emptyDir volume at dir.
+func mountEmptyDir(pod *corev1.Pod, name, dir string) {
+	c := &pod.Spec.Containers[0]
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: dir})
+	pod.Spec.Volumes = append(pod.Spec.Volumes, emptyDirVolume(name))
+}
+
+// mountToken gives the worker the token Secret secret at tokenDir.
+func mountToken(pod *corev1.Pod, secret string) {
+	c := &pod.Spec.Containers[0]
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: tokenVolume, MountPath: tokenDir, ReadOnly: true})
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+		Name: tokenVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secret}},
+	})
+}
+
+// setDest makes o fill the claim pvc as mountClaim put it: its disk.img,
+// or its device through a scratch file.
+func setDest(pod *corev1.Pod, o *importer.Options, pvc *corev1.PersistentVolumeClaim) {
+	mountClaim(pod, dataVolumeName, pvc, false, dataDir, dataDevice)
+	if !isBlock(pvc) {
+		o.Dest = dataDir
+		return
+	}
+	o.DestDevice, o.Scratch = dataDevice, scratchDir
+	mountEmptyDir(pod, scratchVolume, scratchDir)
 }
 
 // importerPod fills dv's claim pvc from a blank, http or registry source;
@@ -124,8 +161,9 @@ func workerArgs(set func(*importer.Options)) []string {
 // containerDisk serves a launcher.
 func importerPod(dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind, image string, size int64, insecureRegistry bool) *corev1.Pod {
 	o := importer.NewOptions()
-	o.Mode, o.Source, o.Dest, o.Size, o.OwnerUID = importer.ModeImport, kind, dataDir, size, string(dv.UID)
-	pod := basePod(importerPodName(pvc.Name), dv.Namespace, roleImporter, image, pvc.Name, nil)
+	o.Mode, o.Source, o.Size, o.OwnerUID = importer.ModeImport, kind, size, string(dv.UID)
+	pod := basePod(importerPodName(pvc.Name), dv.Namespace, roleImporter, image, nil)
+	setDest(pod, &o, pvc)
 	src := dv.Spec.Source
 	switch kind {
 	case sourceHTTP:
@@ -137,10 +175,11 @@ func importerPod(dv *cdiv1.DataVolume, pvc *corev1.PersistentVolumeClaim, kind, 
 			o.DiskSocket = diskSockDir + "/disk.sock"
 			break
 		}
-		o.Scratch, o.InsecureRegistry = scratchDir, insecureRegistry
-		c := &pod.Spec.Containers[0]
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: scratchVolume, MountPath: scratchDir})
-		pod.Spec.Volumes = append(pod.Spec.Volumes, emptyDirVolume(scratchVolume))
+		o.InsecureRegistry = insecureRegistry
+		if o.Scratch == "" {
+			o.Scratch = scratchDir
+			mountEmptyDir(pod, scratchVolume, scratchDir)
+		}
 	}
 	pod.Spec.Containers[0].Args = o.Args()
 	setController(pod, dv, cdiv1.SchemeGroupVersion.String(), "DataVolume")
@@ -167,24 +206,20 @@ func addNodePull(pod *corev1.Pod, ref, launcherImage string) {
 			{Name: diskSockVolume, MountPath: diskSockDir},
 		},
 	})
-	c := &pod.Spec.Containers[0]
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: diskSockVolume, MountPath: diskSockDir})
-	pod.Spec.Volumes = append(pod.Spec.Volumes, emptyDirVolume(binVolume), emptyDirVolume(diskSockVolume))
+	mountEmptyDir(pod, diskSockVolume, diskSockDir)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, emptyDirVolume(binVolume))
 }
 
 // uploadPod serves uploads into pvc (from the upload proxy, or a clone
 // source pod) until one succeeds; it accepts only the token in its Secret.
 func uploadPod(pvc *corev1.PersistentVolumeClaim, image string, size int64) *corev1.Pod {
-	pod := basePod(cdi.UploadPodName(pvc.Name), pvc.Namespace, roleUploadServer, image, pvc.Name, workerArgs(func(o *importer.Options) {
-		o.Mode, o.Dest, o.Size, o.OwnerUID = importer.ModeUpload, dataDir, size, string(pvc.UID)
-		o.TokenFile = tokenDir + "/" + cdi.UploadTokenKey
-	}))
-	c := &pod.Spec.Containers[0]
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: tokenVolume, MountPath: tokenDir, ReadOnly: true})
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
-		Name:         tokenVolume,
-		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: cdi.UploadTokenSecretName(pvc.Name)}},
-	})
+	o := importer.NewOptions()
+	o.Mode, o.Size, o.OwnerUID = importer.ModeUpload, size, string(pvc.UID)
+	o.TokenFile = tokenDir + "/" + cdi.UploadTokenKey
+	pod := basePod(cdi.UploadPodName(pvc.Name), pvc.Namespace, roleUploadServer, image, nil)
+	setDest(pod, &o, pvc)
+	mountToken(pod, cdi.UploadTokenSecretName(pvc.Name))
+	pod.Spec.Containers[0].Args = o.Args()
 	setController(pod, pvc, "v1", "PersistentVolumeClaim")
 	return pod
 }
@@ -192,22 +227,20 @@ func uploadPod(pvc *corev1.PersistentVolumeClaim, image string, size int64) *cor
 // cloneSourcePod streams the source claim's disk, mounted read-only, to
 // the target's upload pod at uploadURL with the token in its Secret (a
 // copy, in the source's namespace, of the upload pod's).
-func cloneSourcePod(dv *cdiv1.DataVolume, target *corev1.PersistentVolumeClaim, source client.ObjectKey, image, uploadURL string) *corev1.Pod {
+func cloneSourcePod(dv *cdiv1.DataVolume, target, source *corev1.PersistentVolumeClaim, image, uploadURL string) *corev1.Pod {
 	name := cloneSourceName(target.UID)
-	pod := basePod(name, source.Namespace, roleCloneSource, image, source.Name, workerArgs(func(o *importer.Options) {
-		o.Mode, o.SourceDir, o.UploadURL, o.OwnerUID = importer.ModeCloneSource, sourceDir, uploadURL, string(dv.UID)
-		o.TokenFile = tokenDir + "/" + cdi.UploadTokenKey
-	}))
+	o := importer.NewOptions()
+	o.Mode, o.UploadURL, o.OwnerUID = importer.ModeCloneSource, uploadURL, string(dv.UID)
+	o.TokenFile = tokenDir + "/" + cdi.UploadTokenKey
+	if isBlock(source) {
+		o.SourceDevice = sourceDevice
+	} else {
+		o.SourceDir = sourceDir
+	}
+	pod := basePod(name, source.Namespace, roleCloneSource, image, o.Args())
 	pod.Annotations = map[string]string{annCloneTarget: cloneTarget(dv.Namespace, dv.Name)}
-	c := &pod.Spec.Containers[0]
-	c.VolumeMounts = []corev1.VolumeMount{
-		{Name: sourceVolume, MountPath: sourceDir, ReadOnly: true},
-		{Name: tokenVolume, MountPath: tokenDir, ReadOnly: true},
-	}
-	pod.Spec.Volumes = []corev1.Volume{
-		{Name: sourceVolume, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: source.Name, ReadOnly: true}}},
-		{Name: tokenVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name}}},
-	}
+	mountClaim(pod, sourceVolume, source, true, sourceDir, sourceDevice)
+	mountToken(pod, name)
 	return pod
 }
 

@@ -3,6 +3,7 @@ package datavolume
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -35,6 +36,9 @@ type UploadClaimReconciler struct {
 	Key func(context.Context) ([]byte, error)
 	// Image is the launcher image, which holds cdi-importer.
 	Image string
+	// HTTP asks upload pods whether they serve; nil is a client with a
+	// short timeout.
+	HTTP *http.Client
 }
 
 // SetupWithManager registers the reconciler for claims and their upload
@@ -106,9 +110,36 @@ func (r *UploadClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}))
 	case corev1.PodRunning:
-		return ctrl.Result{}, r.annotate(ctx, pvc, corev1.PodRunning, pod.Status.PodIP != "", restarts)
+		// Ready once its server answers, as a readiness probe of
+		// /healthz would make it.
+		ready := pod.Status.PodIP != "" && r.answers(ctx, pod)
+		if err := r.annotate(ctx, pvc, corev1.PodRunning, ready, restarts); err != nil || ready {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: readyPoll}, nil
 	}
 	return ctrl.Result{}, r.annotate(ctx, pvc, corev1.PodPending, false, restarts)
+}
+
+// readyPoll is how often a running upload pod is asked whether it serves.
+const readyPoll = 200 * time.Millisecond
+
+// answers reports whether pod's upload server answers /healthz.
+func (r *UploadClaimReconciler) answers(ctx context.Context, pod *corev1.Pod) bool {
+	c := r.HTTP
+	if c == nil {
+		c = &http.Client{Timeout: 2 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hostPort(pod.Status.PodIP)+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // ensureToken makes the claim's upload Secret, owned by the claim.
