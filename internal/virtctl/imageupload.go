@@ -55,6 +55,10 @@ var uploadAccessModes = []string{
 // before a consumer pod exists (--force-bind).
 const annBindImmediate = "cdi.kubevirt.io/storage.bind.immediate.requested"
 
+// uploadPoll is how often image-upload looks whether the claim takes the
+// upload, and whether it holds it. (KubeVirt's virtctl looks every 2 s.)
+const uploadPoll = 200 * time.Millisecond
+
 // unsupportedUploadFlags are flags of KubeVirt's image-upload that virtkube
 // does not serve, with why: they are accepted by name so that a command
 // copied from KubeVirt's docs says what is missing, not "unknown flag".
@@ -196,7 +200,7 @@ func (o *uploadOptions) run(ctx context.Context, c *client, kind, name string, o
 	}
 
 	fmt.Fprintf(out, "Waiting for PVC %s upload pod to be ready...\n", name)
-	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Duration(o.waitSecs)*time.Second, true, func(ctx context.Context) (bool, error) {
+	if err := wait.PollUntilContextTimeout(ctx, uploadPoll, time.Duration(o.waitSecs)*time.Second, true, func(ctx context.Context) (bool, error) {
 		return uploadReady(ctx, kc, kind, key)
 	}); err != nil {
 		return fmt.Errorf("PVC %s not ready for upload after --wait-secs %d: %w", name, o.waitSecs, err)
@@ -211,7 +215,7 @@ func (o *uploadOptions) run(ctx context.Context, c *client, kind, name string, o
 		return err
 	}
 	fmt.Fprintln(out, "\nUploading data completed successfully, waiting for processing to complete, you can hit ctrl-c without interrupting the progress")
-	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+	if err := wait.PollUntilContextTimeout(ctx, uploadPoll, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
 		return uploadDone(ctx, kc, kind, key)
 	}); err != nil {
 		return fmt.Errorf("waiting for processing of %s: %w", name, err)

@@ -78,7 +78,10 @@ func (r *UploadClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if err := r.Client.Create(ctx, uploadPod(pvc, r.Image, size)); err != nil && !apierrors.IsAlreadyExists(err) {
 			return ctrl.Result{}, fmt.Errorf("create upload pod %s: %w", podKey, err)
 		}
-		return ctrl.Result{}, r.annotate(ctx, pvc, corev1.PodPending, false, 0)
+		// Nothing written on the claim yet: the scheduler is about to
+		// write it (the selected node), and a write of ours in between
+		// makes it retry a second later.
+		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("get upload pod %s: %w", podKey, err)
@@ -117,6 +120,9 @@ func (r *UploadClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{RequeueAfter: readyPoll}, nil
+	}
+	if pvc.Annotations[cdi.AnnPodPhase] == "" {
+		return ctrl.Result{}, nil // as above: a first pod, not placed yet
 	}
 	return ctrl.Result{}, r.annotate(ctx, pvc, corev1.PodPending, false, restarts)
 }
