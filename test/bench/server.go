@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/virtkube/virtkube/test/framework"
@@ -52,16 +51,16 @@ func findServer(kubeconfig string) (int, error) {
 
 // server is a `virtkube server` the bench started (--ab mode).
 type server struct {
-	cmd        *exec.Cmd
-	args       []string
+	proc       *framework.Process
+	cmd        *exec.Cmd // proc's command, for its pid
+	args       []string  // the command line, binary first
 	dataDir    string
 	kubeconfig string
-	exited     chan struct{}
 }
 
 // startServer runs command (a binary and its arguments, e.g.
 // "bin/virtkube server --kube-proxy=false") on dataDir with free API and
-// console ports and returns once it is ready.
+// console ports, its standard error to logTo, and returns once it is ready.
 func startServer(ctx context.Context, command []string, dataDir string, logTo io.Writer) (*server, error) {
 	api, err := framework.FreePort()
 	if err != nil {
@@ -75,31 +74,33 @@ func startServer(ctx context.Context, command []string, dataDir string, logTo io
 		"--api-port", strconv.Itoa(api), "--console-port", strconv.Itoa(console))
 	cmd := exec.Command(command[0], args...)
 	cmd.Stderr = logTo
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	proc, err := framework.StartProcess(strings.Join(command, " "), cmd, "")
+	if err != nil {
 		return nil, err
 	}
-	s := &server{cmd: cmd, args: append([]string{command[0]}, args...), dataDir: dataDir,
-		kubeconfig: filepath.Join(dataDir, "kubeconfig"), exited: make(chan struct{})}
+	s := &server{proc: proc, cmd: cmd, args: append([]string{command[0]}, args...), dataDir: dataDir,
+		kubeconfig: filepath.Join(dataDir, "kubeconfig")}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
+		signalled := false
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "virtkube is ready") {
+			if !signalled && strings.HasPrefix(sc.Text(), "virtkube is ready") {
+				signalled = true
 				close(ready)
 			}
 		}
+		_, _ = io.Copy(io.Discard, out)
 	}()
-	go func() { _ = cmd.Wait(); close(s.exited) }()
 	select {
 	case <-ready:
 		return s, nil
-	case <-s.exited:
-		return nil, fmt.Errorf("%s exited before it was ready", strings.Join(command, " "))
+	case <-proc.Done():
+		return nil, fmt.Errorf("%s exited before it was ready", proc.Name)
 	case <-ctx.Done():
 		s.stop()
 		return nil, ctx.Err()
@@ -109,13 +110,9 @@ func startServer(ctx context.Context, command []string, dataDir string, logTo io
 // stop ends the server and removes the VMs and pod networks it leaves
 // (`virtkube reset`), so the next server starts on a clean node.
 func (s *server) stop() error {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(time.Minute):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.exited
-	}
+	// How the server exited is not the bench's to judge; the reset below
+	// runs either way.
+	_ = s.proc.Stop(time.Minute)
 	reset := []string{"reset", "--data-dir", s.dataDir}
 	for _, f := range []string{"--bridge", "--pod-cidr"} {
 		if v := framework.FlagValue(s.args, f, ""); v != "" {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -151,13 +150,13 @@ func TestHostPathProvisionerStandalone(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.DataDir, "hpvolumes", "csi", pvServer)); err != nil {
 		t.Errorf("the server's volume directory: %v", err)
 	}
-	if log := node3.log(); strings.Contains(log, "forbidden") {
+	if log := node3.Log(); strings.Contains(log, "forbidden") {
 		t.Errorf("the ServiceAccount's provisioner was refused something:\n%s", log)
 	}
 	// SIGTERM, as a DaemonSet pod is stopped: a clean exit.
-	for _, p := range []*provisionerProcess{node2, node3} {
-		if err := p.stop(30 * time.Second); err != nil {
-			t.Errorf("provisioner %s on SIGTERM: %v\n%s", p.node, err, p.log())
+	for _, p := range []*framework.Process{node2, node3} {
+		if err := p.Stop(30 * time.Second); err != nil {
+			t.Errorf("%s on SIGTERM: %v\n%s", p.Name, err, p.Log())
 		}
 	}
 }
@@ -287,49 +286,18 @@ func serviceAccountKubeconfig(t *testing.T, s *framework.Server, namespace, name
 	return path
 }
 
-// provisionerProcess is one `virtkube hostpath-provisioner`.
-type provisionerProcess struct {
-	node    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
 // startProvisioner runs the provisioner of node with kubeconfig and pool as
 // its default pool, and waits until it is ready (/readyz: caches filled).
-func startProvisioner(t *testing.T, kubeconfig, node, pool string) *provisionerProcess {
+func startProvisioner(t *testing.T, kubeconfig, node, pool string) *framework.Process {
 	t.Helper()
 	port, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &provisionerProcess{node: node, logPath: filepath.Join(t.TempDir(), "hostpath-provisioner.log"), done: make(chan struct{})}
-	logFile, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	health := fmt.Sprintf("127.0.0.1:%d", port)
-	p.cmd = exec.Command(mustBinary(t), "hostpath-provisioner", "--kubeconfig", kubeconfig, "--node-name", node,
+	cmd := exec.Command(mustBinary(t), "hostpath-provisioner", "--kubeconfig", kubeconfig, "--node-name", node,
 		"--default-pool-path", pool, "--healthz-address", health)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); logFile.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.stop(10 * time.Second)
-		if t.Failed() {
-			t.Logf("hostpath-provisioner %s log:\n%s", node, p.log())
-		}
-	})
-	framework.Eventually(t, time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string) {
-		select {
-		case <-p.done:
-			t.Fatalf("hostpath-provisioner %s exited: %v\n%s", node, p.err, p.log())
-		default:
-		}
+	return startProcess(t, "hostpath-provisioner "+node, cmd, func(ctx context.Context) (bool, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+health+"/readyz", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -339,31 +307,30 @@ func startProvisioner(t *testing.T, kubeconfig, node, pool string) *provisionerP
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK && string(body) == "ok", fmt.Sprintf("/readyz: %d %s", resp.StatusCode, body)
 	})
-	return p
 }
 
-// stop sends SIGTERM and returns the exit error; after timeout it kills.
-func (p *provisionerProcess) stop(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("no exit within %s of SIGTERM", timeout)
-	}
-}
-
-func (p *provisionerProcess) log() string {
-	body, err := os.ReadFile(p.logPath)
+// startProcess runs cmd as name for t, its output in a log in t's temporary
+// directory, and waits up to a minute for ready to hold; t fails at once if
+// the process exits first. When t ends the process is stopped (SIGTERM,
+// then its process group killed after 10 s) and, if t failed, its log
+// printed.
+func startProcess(t *testing.T, name string, cmd *exec.Cmd, ready func(ctx context.Context) (bool, string)) *framework.Process {
+	t.Helper()
+	p, err := framework.StartProcess(name, cmd, filepath.Join(t.TempDir(), "process.log"))
 	if err != nil {
-		return err.Error()
+		t.Fatal(err)
 	}
-	return string(body)
+	t.Cleanup(func() {
+		_ = p.Stop(10 * time.Second)
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, p.Log())
+		}
+	})
+	framework.Eventually(t, time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string) {
+		if p.Exited() {
+			t.Fatalf("%s exited: %v\n%s", name, p.Err(), p.Log())
+		}
+		return ready(ctx)
+	})
+	return p
 }

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,7 +69,7 @@ func TestUploadProxyStandalone(t *testing.T) {
 	stdout, stderr, code := virtctl(t, s, "virtctl", "image-upload", "dv", "up", "-n", ns, "--size", "64Mi",
 		"--image-path", image, "--uploadproxy-url", url, "--insecure", "--wait-secs", "240")
 	if code != 0 || !strings.Contains(stdout, "Processing completed successfully") || !strings.Contains(stdout, "100.00%") {
-		t.Fatalf("virtctl image-upload through %s: exit %d\nstdout:\n%s\nstderr:\n%s\nproxy log:\n%s", url, code, stdout, stderr, proxy.log())
+		t.Fatalf("virtctl image-upload through %s: exit %d\nstdout:\n%s\nstderr:\n%s\nproxy log:\n%s", url, code, stdout, stderr, proxy.Log())
 	}
 	// Only the proxy writes an upload's progress while it runs: a value
 	// between 0% and 100% shows its DataVolume status patch was allowed.
@@ -80,7 +79,7 @@ func TestUploadProxyStandalone(t *testing.T) {
 	if err != nil || len(got) != 64<<20 || !bytes.HasPrefix(got, content) {
 		t.Errorf("uploaded disk.img: %d bytes (%v), starts with the image: %v; want 64 MiB starting with it", len(got), err, bytes.HasPrefix(got, content))
 	}
-	if log := proxy.log(); !strings.Contains(log, "upload forwarded") || !strings.Contains(log, ns+"/up") {
+	if log := proxy.Log(); !strings.Contains(log, "upload forwarded") || !strings.Contains(log, ns+"/up") {
 		t.Errorf("the proxy's log does not show the upload to %s/up forwarded:\n%s", ns, log)
 	}
 
@@ -102,10 +101,10 @@ func TestUploadProxyStandalone(t *testing.T) {
 	// SIGTERM, as a Deployment's pod is stopped: a clean exit, and nothing
 	// in the log (at -v=1, where refused progress writes and refused
 	// uploads show) was forbidden.
-	if err := proxy.stop(30 * time.Second); err != nil {
-		t.Errorf("cdi-uploadproxy on SIGTERM: %v\n%s", err, proxy.log())
+	if err := proxy.Stop(30 * time.Second); err != nil {
+		t.Errorf("cdi-uploadproxy on SIGTERM: %v\n%s", err, proxy.Log())
 	}
-	if log := proxy.log(); strings.Contains(strings.ToLower(log), "forbidden") {
+	if log := proxy.Log(); strings.Contains(strings.ToLower(log), "forbidden") {
 		t.Errorf("the ServiceAccount's upload proxy was refused something:\n%s", log)
 	}
 }
@@ -151,47 +150,24 @@ func selfSignedCert(t *testing.T, dir string, ip net.IP) (certFile, keyFile stri
 // port of 127.0.0.1, serving certFile, and waits until its /healthz
 // answers 200 with that certificate. It returns the process and the
 // proxy's https URL.
-func startUploadProxy(t *testing.T, kubeconfig, certFile, keyFile string) (*provisionerProcess, string) {
+func startUploadProxy(t *testing.T, kubeconfig, certFile, keyFile string) (*framework.Process, string) {
 	t.Helper()
 	port, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	p := &provisionerProcess{logPath: filepath.Join(t.TempDir(), "cdi-uploadproxy.log"), done: make(chan struct{})}
-	logFile, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// No --upload-proxy-url: CDIConfig keeps naming virtkube server's
-	// own proxy.
-	p.cmd = exec.Command(mustBinary(t), "cdi-uploadproxy", "--kubeconfig", kubeconfig, "--listen", listen,
-		"--tls-cert-file", certFile, "--tls-private-key-file", keyFile, "-v=1")
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); logFile.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.stop(10 * time.Second)
-		if t.Failed() {
-			t.Logf("cdi-uploadproxy log:\n%s", p.log())
-		}
-	})
-
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// No --upload-proxy-url: CDIConfig keeps naming virtkube server's
+	// own proxy.
+	cmd := exec.Command(mustBinary(t), "cdi-uploadproxy", "--kubeconfig", kubeconfig, "--listen", listen,
+		"--tls-cert-file", certFile, "--tls-private-key-file", keyFile, "-v=1")
 	url := "https://" + listen
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	framework.Eventually(t, time.Minute, 200*time.Millisecond, func(ctx context.Context) (bool, string) {
-		select {
-		case <-p.done:
-			t.Fatalf("cdi-uploadproxy exited: %v\n%s", p.err, p.log())
-		default:
-		}
+	p := startProcess(t, "cdi-uploadproxy", cmd, func(ctx context.Context) (bool, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz", nil)
 		resp, err := insecure.Do(req)
 		if err != nil {

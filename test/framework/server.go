@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,10 +95,8 @@ type Server struct {
 	StartupTime time.Duration
 
 	bin     string
-	cmd     *exec.Cmd
 	logPath string
-	exited  chan struct{}
-	exitErr error
+	proc    *Process // the last one started; nil before the first Start
 	stdout  bytes.Buffer
 	mu      sync.Mutex
 }
@@ -148,27 +145,21 @@ func isolatedNetworkArgs() []string {
 
 // Start runs the server and returns once it prints its ready line.
 func (s *Server) Start(ctx context.Context) error {
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
 	args := append([]string{"server", "--data-dir", s.DataDir, "--api-port", strconv.Itoa(s.APIPort),
 		"--console-port", strconv.Itoa(s.ConsolePort)}, s.Args...)
 	cmd := exec.Command(s.bin, args...)
-	cmd.Stderr = logFile
+	// Standard output is read here for the ready line; standard error goes
+	// to the log.
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		logFile.Close()
 		return err
 	}
-	// Own process group, so Stop reaches everything the server started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
+	proc, err := StartProcess("virtkube server", cmd, s.logPath)
+	if err != nil {
 		return err
 	}
-	s.cmd, s.exited = cmd, make(chan struct{})
+	s.proc = proc
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -184,19 +175,14 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		_, _ = io.Copy(io.Discard, stdout)
 	}()
-	go func() {
-		s.exitErr = cmd.Wait()
-		logFile.Close()
-		close(s.exited)
-	}()
 
 	select {
 	case <-ready:
 		s.StartupTime = time.Since(begin)
-	case <-s.exited:
-		return fmt.Errorf("virtkube server exited before it was ready: %v\n%s", s.exitErr, s.LogTail(40))
+	case <-proc.Done():
+		return fmt.Errorf("virtkube server exited before it was ready: %v\n%s", proc.Err(), s.LogTail(40))
 	case <-ctx.Done():
-		s.Kill()
+		proc.Kill()
 		return fmt.Errorf("virtkube server not ready: %w\n%s", ctx.Err(), s.LogTail(40))
 	}
 
@@ -217,27 +203,15 @@ func (s *Server) Stdout() string {
 	return s.stdout.String()
 }
 
-// Stop sends SIGTERM and waits for a clean exit; it returns the process's
-// exit error (nil for status 0). After timeout it kills the process group.
+// Stop sends SIGTERM and waits up to timeout for a clean exit; it returns
+// the process's exit error (nil for status 0). Whatever the server left in
+// its process group is killed then, and the whole group after timeout. The
+// pods it leaves running stay: Reset removes them.
 func (s *Server) Stop(timeout time.Duration) error {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return nil
 	}
-	select {
-	case <-s.exited:
-		return s.exitErr
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-		// Anything the server left behind in its group goes too.
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		return s.exitErr
-	case <-time.After(timeout):
-		s.Kill()
-		return fmt.Errorf("virtkube server did not stop within %s after SIGTERM", timeout)
-	}
+	return s.proc.Stop(timeout)
 }
 
 // Reset removes every pod process and network the server's node runtime
@@ -254,34 +228,25 @@ func (s *Server) Reset() error {
 
 // Kill ends the server's whole process group at once, as a crash would.
 func (s *Server) Kill() {
-	if s.cmd == nil {
-		return
+	if s.proc != nil {
+		s.proc.Kill()
 	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.exited
 }
 
-// Exited reports whether the process has ended.
+// Exited reports whether the process has ended; false before the first
+// Start.
 func (s *Server) Exited() bool {
-	select {
-	case <-s.exited:
-		return true
-	default:
-		return false
-	}
+	return s.proc != nil && s.proc.Exited()
 }
 
-// LogTail returns the last n lines of the server's log.
+// LogTail returns the last n lines of the server's log, which holds every
+// start of it on its data dir.
 func (s *Server) LogTail(n int) string {
-	body, err := os.ReadFile(s.logPath)
+	tail, err := logTail(s.logPath, n)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
-	lines := strings.Split(strings.TrimRight(string(body), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "--- virtkube server log (last lines) ---\n" + strings.Join(lines, "\n")
+	return "--- virtkube server log (last lines) ---\n" + tail
 }
 
 // Start starts a server in a fresh temporary directory for t and stops it
