@@ -2,6 +2,9 @@ package datavolume
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -327,8 +330,18 @@ func uploadURL(pod *corev1.Pod) string {
 }
 
 func hostPort(ip string) string {
-	if strings.Contains(ip, ":") {
-		return fmt.Sprintf("[%s]:%d", ip, importer.DefaultPort)
+	return net.JoinHostPort(ip, strconv.Itoa(importer.DefaultPort))
+}
+
+// defaultWorkerHTTP reads worker pods' progress and health: each answer is
+// small and local, so a pod that does not answer soon is taken as not
+// answering.
+var defaultWorkerHTTP = &http.Client{Timeout: 2 * time.Second}
+
+// workerHTTP is c, or defaultWorkerHTTP.
+func workerHTTP(c *http.Client) *http.Client {
+	if c != nil {
+		return c
 	}
-	return fmt.Sprintf("%s:%d", ip, importer.DefaultPort)
+	return defaultWorkerHTTP
 }

@@ -59,8 +59,7 @@ type Reconciler struct {
 	Key func(context.Context) ([]byte, error)
 	// Image is the launcher image, which holds cdi-importer.
 	Image string
-	// HTTP reads worker pods' progress; nil is a client with a short
-	// timeout.
+	// HTTP reads worker pods' progress; nil is defaultWorkerHTTP.
 	HTTP *http.Client
 }
 
@@ -336,11 +335,7 @@ func (r *Reconciler) scrapeProgress(ctx context.Context, dv *cdiv1.DataVolume, p
 	if pod.Status.PodIP == "" {
 		return
 	}
-	c := r.HTTP
-	if c == nil {
-		c = &http.Client{Timeout: 2 * time.Second}
-	}
-	pct, ok, err := importer.ScrapeProgress(ctx, c, metricsURL(pod), metric, string(dv.UID))
+	pct, ok, err := importer.ScrapeProgress(ctx, workerHTTP(r.HTTP), metricsURL(pod), metric, string(dv.UID))
 	if err != nil {
 		klog.FromContext(ctx).V(2).Info("progress not read", "pod", klog.KObj(pod), "err", err)
 		return

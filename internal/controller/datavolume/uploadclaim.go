@@ -36,8 +36,8 @@ type UploadClaimReconciler struct {
 	Key func(context.Context) ([]byte, error)
 	// Image is the launcher image, which holds cdi-importer.
 	Image string
-	// HTTP asks upload pods whether they serve; nil is a client with a
-	// short timeout.
+	// HTTP asks upload pods whether they serve; nil is
+	// defaultWorkerHTTP.
 	HTTP *http.Client
 }
 
@@ -65,14 +65,15 @@ func (r *UploadClaimReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if pvc.Annotations[cdi.AnnPodPhase] == string(corev1.PodSucceeded) {
 		return ctrl.Result{}, r.cleanup(ctx, pvc)
 	}
-	if err := r.ensureToken(ctx, pvc); err != nil {
-		return ctrl.Result{}, err
-	}
 	pod := &corev1.Pod{}
 	err := r.Client.Get(ctx, podKey, pod)
 	if apierrors.IsNotFound(err) {
 		size, err := claimSize(pvc)
 		if err != nil {
+			return ctrl.Result{}, err
+		}
+		// The Secret is read once, when the pod starts.
+		if err := r.ensureToken(ctx, pvc); err != nil {
 			return ctrl.Result{}, err
 		}
 		if err := r.Client.Create(ctx, uploadPod(pvc, r.Image, size)); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -132,15 +133,11 @@ const readyPoll = 200 * time.Millisecond
 
 // answers reports whether pod's upload server answers /healthz.
 func (r *UploadClaimReconciler) answers(ctx context.Context, pod *corev1.Pod) bool {
-	c := r.HTTP
-	if c == nil {
-		c = &http.Client{Timeout: 2 * time.Second}
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+hostPort(pod.Status.PodIP)+"/healthz", nil)
 	if err != nil {
 		return false
 	}
-	resp, err := c.Do(req)
+	resp, err := workerHTTP(r.HTTP).Do(req)
 	if err != nil {
 		return false
 	}
